@@ -1,0 +1,27 @@
+# Two commands do all set-up on a fresh machine (see README):
+#   make test   lint + the whole test suite (every chapter executed with CI parameters)
+#   make book   execute every chapter on the embedded corpus and build the HTML book
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test book clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[book,test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check speechul tests
+	$(BIN)/python -m pytest -ra
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . --all
+
+clean:
+	rm -rf _build

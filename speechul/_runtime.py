@@ -1,0 +1,171 @@
+"""Plumbing shared by every module: device, seeding, cached files, fingerprints, timing.
+
+Nothing here knows about speech. It exists so that reliability lives in one place: every cache
+file in speechul (the synthetic corpus, features, trained checkpoints) is written atomically with
+a checksum beside it, and a file whose checksum does not match is rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "default_device",
+    "seed_everything",
+    "cache_dir",
+    "fingerprint",
+    "cached",
+    "atomic_save",
+    "checked_load",
+    "Timer",
+    "autocast",
+    "progress",
+]
+
+
+def default_device(device: str | torch.device | None = None) -> torch.device:
+    """The device to compute on: the one asked for, else CUDA when present, else the CPU.
+
+    MPS is opt-in (``device="mps"``): some ops used here are still slow or missing there.
+    """
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so that CPU runs are bitwise repeatable."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def cache_dir(path: str | os.PathLike | None = None) -> Path:
+    """Where caches live: ``path`` if given, else ``$SPEECHUL_CACHE``, else ``<repo>/data/cache``.
+
+    The default sits beside the package in a source checkout (git ignores it); an installed
+    package falls back to ``~/.cache/speechul``.
+    """
+    if path is None:
+        path = os.environ.get("SPEECHUL_CACHE")
+    if path is None:
+        repo_data = Path(__file__).resolve().parent.parent / "data"
+        path = repo_data / "cache" if repo_data.is_dir() else Path.home() / ".cache" / "speechul"
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def fingerprint(*parts: Any, length: int = 16) -> str:
+    """A short stable hash of JSON-able parts (dataclasses are passed as ``asdict``)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename, then write a sha256 sidecar.
+
+    A crash mid-write leaves either the old file or none, never half a file that looks whole.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    Path(str(path) + ".sha256").write_text(_sha256(path))
+
+
+def checked_load(path: Path) -> Any | None:
+    """Load a file written by :func:`atomic_save`; ``None`` if missing or damaged.
+
+    Damaged means: no checksum sidecar, a checksum mismatch, or a file torch cannot read.
+    Loading uses ``weights_only=True``, so a cache file can never run code.
+    """
+    sidecar = Path(str(path) + ".sha256")
+    if not path.exists():
+        return None
+    if not sidecar.exists() or sidecar.read_text().strip() != _sha256(path):
+        warnings.warn(f"cache file {path} is damaged (checksum mismatch); rebuilding it", stacklevel=3)
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is treated as damaged
+        warnings.warn(f"cache file {path} is unreadable ({err}); rebuilding it", stacklevel=3)
+        return None
+
+
+def cached(path: Path, build: Callable[[], Any]) -> Any:
+    """Return the object stored at ``path``, or build it, store it atomically and return it."""
+    obj = checked_load(path)
+    if obj is None:
+        obj = build()
+        atomic_save(obj, path)
+    return obj
+
+
+class Timer:
+    """Wall-clock timer that synchronises CUDA, so GPU seconds are honest.
+
+    >>> with Timer() as t: ...
+    >>> t.seconds
+    """
+
+    def __enter__(self) -> Timer:
+        _sync()
+        self.start = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _sync()
+        self.seconds = time.perf_counter() - self.start
+
+
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """Mixed precision decided in one place: bf16 autocast on CUDA when supported, else fp16.
+
+    On the CPU it is a no-op (CPU autocast slows these small convolutions down).
+    """
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def progress(iterable: Any = None, **kwargs: Any) -> Iterator:
+    """A notebook-aware progress bar (``tqdm.auto``); silenced by ``SPEECHUL_QUIET=1``."""
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("disable", os.environ.get("SPEECHUL_QUIET") == "1")
+    kwargs.setdefault("leave", False)
+    return tqdm(iterable, **kwargs)

@@ -1,0 +1,74 @@
+"""Log-mel features, computed once per corpus and cached.
+
+Every model in the book reads log-mel spectrograms. They are computed in one batched pass with
+torchaudio's transforms (not re-implemented), stored as one tensor keyed by the corpus and the
+feature settings, and moved to the device as a whole: training never touches audio again.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+import torchaudio
+
+from ._runtime import cache_dir, cached, fingerprint, progress
+
+__all__ = ["FeatureConfig", "logmel", "logmel_batch"]
+
+WaveLoader = Callable[[torch.Tensor], torch.Tensor]  # (B,) clip indices -> (B, samples)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Log-mel settings: 25 ms windows, 10 ms hop, 40 mel bands up to 8 kHz."""
+
+    sample_rate: int = 16_000
+    n_fft: int = 400
+    hop_length: int = 160
+    n_mels: int = 40
+
+
+def logmel_batch(waves: torch.Tensor, config: FeatureConfig = FeatureConfig()) -> torch.Tensor:
+    """Log-mel spectrogram of float waves: (N, samples) -> (N, 1, n_mels, frames).
+
+    ``log(mel + 1e-6)``: the small floor keeps silence finite without flattening quiet speech.
+    """
+    transform = torchaudio.transforms.MelSpectrogram(
+        sample_rate=config.sample_rate, n_fft=config.n_fft, hop_length=config.hop_length,
+        n_mels=config.n_mels,
+    ).to(waves.device)
+    return torch.log(transform(waves) + 1e-6).unsqueeze(1)
+
+
+def _compute(load_waves: WaveLoader, n: int, config: FeatureConfig, chunk: int) -> torch.Tensor:
+    """Chunked, so a large corpus is never held in memory as audio, only as features."""
+    out = []
+    for start in progress(range(0, n, chunk), desc="log-mel features"):
+        block = load_waves(torch.arange(start, min(start + chunk, n)))
+        if block.ndim != 2:
+            raise ValueError(f"waves must be (N, samples), got shape {tuple(block.shape)}")
+        block = block.float() / 32768.0 if block.dtype == torch.int16 else block.float()
+        out.append(logmel_batch(block, config))
+    return torch.cat(out)
+
+
+def logmel(
+    load_waves: WaveLoader,
+    n: int,
+    corpus_key: str,
+    config: FeatureConfig = FeatureConfig(),
+    cache: str | os.PathLike | None = None,
+    chunk: int = 512,
+) -> torch.Tensor:
+    """Cached log-mels of a corpus of ``n`` clips -> (n, 1, n_mels, frames) float32 on the CPU.
+
+    ``load_waves(indices)`` returns those clips as (B, samples) int16 or float at
+    ``config.sample_rate``. The cache key is ``corpus_key`` plus the feature settings, so changing
+    either recomputes; the audio is only read when the cache is missing or damaged.
+    """
+    key = fingerprint(corpus_key, asdict(config), "logmel-v1")
+    path = cache_dir(cache) / "features" / f"{key}.pt"
+    return cached(path, lambda: _compute(load_waves, n, config, chunk))

@@ -1,0 +1,74 @@
+"""The classifiers we train and then make forget.
+
+One small convolutional network on log-mels serves both tasks (keyword spotting and speaker
+identification); only the number of outputs differs. It exposes its penultimate embedding through
+:meth:`SmallCNN.embed`, which later chapters probe for what the model still knows about a speaker.
+
+To add an architecture, write an ``nn.Module`` with ``forward`` and ``embed`` and put its
+constructor in ``MODELS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["SmallCNN", "MODELS", "build"]
+
+
+def _block(c_in: int, c_out: int) -> nn.Sequential:
+    """A 3x3 convolution with batch norm, then halve time and frequency.
+
+    Halving early keeps the cost low: most positions are seen only by the cheap first layers.
+    """
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+        nn.MaxPool2d(2),
+    )
+
+
+class SmallCNN(nn.Module):
+    """A few conv blocks, global pooling and a linear head (~0.1 M parameters at width 16).
+
+    Input (B, 1, n_mels, frames) log-mels; output (B, n_classes) logits. The input batch norm
+    standardises log-mel levels, so no dataset statistics need to be stored.
+    """
+
+    def __init__(self, n_classes: int, width: int = 16, blocks: int = 3, dropout: float = 0.1):
+        super().__init__()
+        if n_classes < 2:
+            raise ValueError(f"a classifier needs at least 2 classes, got {n_classes}")
+        channels = [width * 2**i for i in range(blocks)]
+        self.norm = nn.BatchNorm2d(1)
+        # A strided stem halves time and frequency before any wide layer: 4x less work after it.
+        stem = nn.Sequential(nn.Conv2d(1, width, 3, stride=2, padding=1, bias=False),
+                             nn.BatchNorm2d(width), nn.ReLU())
+        self.features = nn.Sequential(stem, *[_block(c_in, c_out) for c_in, c_out in
+                                              zip([width, *channels[:-1]], channels)])
+        self.embedding_dim = 2 * channels[-1]
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.embedding_dim, n_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate embedding: (B, 1, n_mels, frames) -> (B, 2 * last channels).
+
+        Mean and max pooling over time and frequency: the mean hears the whole clip, the max
+        the loudest evidence, wherever the word sits in the window.
+        """
+        h = self.features(self.norm(x))  # (B, C, F', T')
+        return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.embed(x)))
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {"cnn": SmallCNN}
+
+
+def build(arch: str, n_classes: int, **kwargs: object) -> nn.Module:
+    """A fresh model by name, e.g. ``build("cnn", 10, width=32)``."""
+    if arch not in MODELS:
+        raise ValueError(f"unknown architecture {arch!r}; known: {sorted(MODELS)}")
+    return MODELS[arch](n_classes, **kwargs)

@@ -1,0 +1,197 @@
+"""The training recipe, the one inner training step, fitting, and the cached original model.
+
+``one_epoch`` is the only place where gradients are taken: zero-grad, forward under autocast,
+backward, optional gradient mask, clipping, step. Training (``fit``) and every unlearning method
+write their own short outer loop on top of it. A non-finite loss or gradient raises
+:class:`Diverged` *before* the optimiser step, so weights are never overwritten with NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import models
+from ._runtime import Timer, autocast, cache_dir, checked_load, atomic_save, fingerprint, progress
+from ._runtime import seed_everything
+from .data import Batches, Corpus
+
+__all__ = ["TrainConfig", "Trained", "Diverged", "one_epoch", "fit", "fresh_model", "train_on",
+           "original", "cross_entropy"]
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The recipe shared by the original model, Retrain, shadow models and SISA shards.
+
+    Args:
+        arch, width: the architecture (``models.MODELS``) and its width.
+        epochs, lr, batch_size, weight_decay: AdamW training.
+        schedule: ``"cosine"`` (to zero over all steps), ``"step"`` (x0.1 at 2/3) or ``"constant"``.
+        label_smoothing: off by default: smoothing hides the memorisation we want to measure.
+        max_grad_norm: gradient clipping (``None`` for none).
+    """
+
+    arch: str = "cnn"
+    width: int = 32
+    epochs: int = 30
+    lr: float = 3e-3
+    batch_size: int = 64
+    weight_decay: float = 1e-2
+    schedule: str = "cosine"
+    label_smoothing: float = 0.0
+    max_grad_norm: float | None = 5.0
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0 or self.lr <= 0 or self.batch_size <= 0:
+            raise ValueError(f"epochs, lr and batch_size must be positive: {self}")
+        if self.schedule not in ("cosine", "step", "constant"):
+            raise ValueError(f"unknown schedule {self.schedule!r}; known: cosine, step, constant")
+
+
+class Diverged(RuntimeError):
+    """The loss or a gradient became non-finite; the step that caused it was not taken."""
+
+
+@dataclass
+class Trained:
+    """A trained model with what made it: recipe, per-epoch history, seconds, cache key."""
+
+    model: nn.Module
+    recipe: TrainConfig
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    key: str = ""
+
+
+def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The plain loss: mean cross-entropy of the model's logits against labels."""
+    return F.cross_entropy(model(x), y)
+
+
+def one_epoch(model: nn.Module, batches: Batches, loss_fn: LossFn,
+              optimizer: torch.optim.Optimizer, *,
+              scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+              mask: dict[str, torch.Tensor] | None = None,
+              max_grad_norm: float | None = None) -> float:
+    """One pass over ``batches``; returns the mean loss.
+
+    Args:
+        loss_fn: ``loss_fn(model, x, y) -> scalar``; methods build their objectives here.
+        mask: parameter name -> 0/1 tensor; gradients outside the mask are zeroed (SalUn).
+        max_grad_norm: clip the gradient norm before the step.
+    Raises:
+        Diverged: on a non-finite loss or gradient norm, before stepping.
+    """
+    model.train()
+    device = next(model.parameters()).device
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    total, count = 0.0, 0
+    for x, y in batches:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device):
+            loss = loss_fn(model, x, y)
+        if not torch.isfinite(loss):
+            raise Diverged(f"loss became {loss.item()}")
+        loss.backward()
+        if mask is not None:
+            for name, p in named:
+                if p.grad is not None and name in mask:
+                    p.grad.mul_(mask[name])
+        norm = nn.utils.clip_grad_norm_([p for _, p in named], max_grad_norm or math.inf)
+        if not torch.isfinite(norm):
+            raise Diverged(f"gradient norm became {norm.item()}")
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total, count = total + loss.item() * len(y), count + len(y)
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 1024) -> float:
+    model.eval()
+    hits = sum((model(x[i : i + chunk]).argmax(1) == y[i : i + chunk]).sum().item()
+               for i in range(0, len(y), chunk))
+    return hits / max(len(y), 1)
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, recipe: TrainConfig, steps: int):
+    if recipe.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
+    if recipe.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(2 * steps // 3, 1), gamma=0.1)
+    return None
+
+
+def fit(model: nn.Module, train: Batches, recipe: TrainConfig, *, val: Batches | None = None,
+        desc: str = "training") -> list[dict[str, float]]:
+    """Train ``model`` in place with the recipe; returns per-epoch loss and accuracies."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr,
+                                  weight_decay=recipe.weight_decay)
+    scheduler = _scheduler(optimizer, recipe, recipe.epochs * len(train))
+
+    def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(m(x), y, label_smoothing=recipe.label_smoothing)
+
+    history = []
+    bar = progress(range(recipe.epochs), desc=desc)
+    for epoch in bar:
+        loss = one_epoch(model, train, loss_fn, optimizer, scheduler=scheduler,
+                         max_grad_norm=recipe.max_grad_norm)
+        row = {"epoch": epoch + 1, "loss": loss}
+        if val is not None:
+            row["val_acc"] = _accuracy(model, val.x[val.indices], val.y[val.indices])
+        history.append(row)
+        bar.set_postfix({k: round(v, 3) for k, v in row.items() if k != "epoch"})
+    model.eval()
+    return history
+
+
+def fresh_model(recipe: TrainConfig, n_classes: int, device: torch.device, seed: int) -> nn.Module:
+    """A newly initialised model of the recipe's architecture, seeded."""
+    seed_everything(seed)
+    return models.build(recipe.arch, n_classes, width=recipe.width).to(device)
+
+
+def train_on(corpus: Corpus, indices: torch.Tensor, recipe: TrainConfig, seed: int = 0, *,
+             val: torch.Tensor | None = None, desc: str = "training") -> Trained:
+    """Train a fresh model on the given corpus indices (the original uses all of train)."""
+    model = fresh_model(recipe, corpus.n_classes, corpus.device, seed)
+    batches = Batches(corpus.x, corpus.y, indices, recipe.batch_size, seed=seed)
+    val_batches = None if val is None else Batches(corpus.x, corpus.y, val, 1024, shuffle=False)
+    with Timer() as timer:
+        history = fit(model, batches, recipe, val=val_batches, desc=desc)
+    return Trained(model, recipe, history, timer.seconds)
+
+
+def original(corpus: Corpus, recipe: TrainConfig = TrainConfig(), seed: int = 0, *,
+             cache: str | os.PathLike | None = None, use_cache: bool = True) -> Trained:
+    """The model trained on every training clip: cached by corpus, task, features, recipe, seed.
+
+    A re-run loads the checkpoint instead of retraining; a damaged checkpoint is detected by its
+    checksum and retrained, never silently used.
+    """
+    key = fingerprint(corpus.key, corpus.task, tuple(corpus.x.shape[1:]), asdict(recipe), seed)
+    path = cache_dir(cache) / "models" / f"original-{key}.pt"
+    saved = checked_load(path) if use_cache else None
+    if saved is not None:
+        model = fresh_model(recipe, corpus.n_classes, corpus.device, seed)
+        model.load_state_dict(saved["state_dict"])
+        return Trained(model.eval(), recipe, saved["history"], saved["seconds"], key)
+    trained = train_on(corpus, corpus.indices("train"), recipe, seed, val=corpus.indices("val"),
+                       desc=f"training {corpus.task} model")
+    trained.key = key
+    if use_cache:
+        state = {k: v.detach().cpu() for k, v in trained.model.state_dict().items()}
+        atomic_save({"state_dict": state, "history": trained.history,
+                     "seconds": trained.seconds}, path)
+    return trained
