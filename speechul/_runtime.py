@@ -110,7 +110,8 @@ def checked_load(path: Path) -> Any | None:
     if not path.exists():
         return None
     if not sidecar.exists() or sidecar.read_text().strip() != _sha256(path):
-        warnings.warn(f"cache file {path} is damaged (checksum mismatch); rebuilding it", stacklevel=3)
+        warnings.warn(f"cache file {path} is damaged (checksum mismatch); rebuilding it",
+                      stacklevel=3)
         return None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

@@ -317,7 +317,8 @@ def forget_split(corpus: Corpus, kind: str = "sample", *, fraction: float | None
         return Split(corpus, kind, forget, train[~torch.isin(train, forget)], val, test)
     task, wanted = ("speaker", speakers) if kind == "speaker" else (corpus.task, classes)
     if wanted is None:
-        raise ValueError(f"a {kind!r} forget set needs {'speakers' if kind == 'speaker' else 'classes'}=")
+        needs = "speakers" if kind == "speaker" else "classes"
+        raise ValueError(f"a {kind!r} forget set needs {needs}=")
     names = corpus.names(task)
     ids = torch.tensor(_lookup(wanted, names, task), device=corpus.device)
     hit = torch.isin(corpus.labels[task], ids)

@@ -23,8 +23,13 @@ WaveLoader = Callable[[torch.Tensor], torch.Tensor]  # (B,) clip indices -> (B, 
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """Log-mel settings: 25 ms windows, 10 ms hop, 40 mel bands up to 8 kHz."""
+    """Log-mel settings: 25 ms windows, 10 ms hop, 40 mel bands up to 8 kHz.
 
+    ``kind="waveform"`` keeps the raw 16 kHz audio instead, as (N, 1, samples): the input of the
+    pretrained speech encoders (wav2vec 2.0, HuBERT).
+    """
+
+    kind: str = "logmel"
     sample_rate: int = 16_000
     n_fft: int = 400
     hop_length: int = 160
@@ -51,7 +56,7 @@ def _compute(load_waves: WaveLoader, n: int, config: FeatureConfig, chunk: int) 
         if block.ndim != 2:
             raise ValueError(f"waves must be (N, samples), got shape {tuple(block.shape)}")
         block = block.float() / 32768.0 if block.dtype == torch.int16 else block.float()
-        out.append(logmel_batch(block, config))
+        out.append(block.unsqueeze(1) if config.kind == "waveform" else logmel_batch(block, config))
     return torch.cat(out)
 
 
@@ -69,6 +74,8 @@ def logmel(
     ``config.sample_rate``. The cache key is ``corpus_key`` plus the feature settings, so changing
     either recomputes; the audio is only read when the cache is missing or damaged.
     """
+    if config.kind not in ("logmel", "waveform"):
+        raise ValueError(f"unknown feature kind {config.kind!r}; known: logmel, waveform")
     key = fingerprint(corpus_key, asdict(config), "logmel-v1")
     path = cache_dir(cache) / "features" / f"{key}.pt"
     return cached(path, lambda: _compute(load_waves, n, config, chunk))

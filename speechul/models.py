@@ -46,7 +46,8 @@ class SmallCNN(nn.Module):
         stem = nn.Sequential(nn.Conv2d(1, width, 3, stride=2, padding=1, bias=False),
                              nn.BatchNorm2d(width), nn.ReLU())
         self.features = nn.Sequential(stem, *[_block(c_in, c_out) for c_in, c_out in
-                                              zip([width, *channels[:-1]], channels)])
+                                              zip([width, *channels[:-1]], channels,
+                                                  strict=True)])
         self.embedding_dim = 2 * channels[-1]
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.embedding_dim, n_classes)

@@ -194,7 +194,8 @@ def _noise(x: torch.Tensor, snr_db: tuple[float, float], g: torch.Generator) -> 
     kind = torch.rand(n, 1, generator=g) < 0.5
     noise = torch.where(kind, white, brown)
     noise = noise / noise.pow(2).mean(dim=1, keepdim=True).sqrt()
-    speech_power = x.pow(2).sum(dim=1, keepdim=True) / (x.abs() > 1e-4).sum(1, keepdim=True).clamp(1)
+    active = (x.abs() > 1e-4).sum(dim=1, keepdim=True).clamp(min=1)  # samples with speech
+    speech_power = x.pow(2).sum(dim=1, keepdim=True) / active
     snr = snr_db[0] + (snr_db[1] - snr_db[0]) * torch.rand(n, 1, generator=g)
     return x + noise * (speech_power / 10 ** (snr / 10)).sqrt()
 
@@ -221,7 +222,8 @@ def _generate(config: SynthConfig) -> dict:
     grid = torch.stack(torch.meshgrid(torch.arange(n_spk), torch.arange(n_kw), torch.arange(n_take),
                                       indexing="ij"), dim=-1).reshape(-1, 3)
     take = grid[:, 2]
-    part = (take >= config.train_takes).long() + (take >= config.train_takes + config.val_takes).long()
+    first_test = config.train_takes + config.val_takes
+    part = (take >= config.train_takes).long() + (take >= first_test).long()
     return {
         "waves": (waves.clamp(-1, 1) * 32767).round().to(torch.int16),  # (N, 16000)
         "speaker": grid[:, 0], "keyword": grid[:, 1], "take": take, "part": part,

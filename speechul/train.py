@@ -18,8 +18,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import models
-from ._runtime import Timer, autocast, cache_dir, checked_load, atomic_save, fingerprint, progress
-from ._runtime import seed_everything
+from ._runtime import (
+    Timer,
+    atomic_save,
+    autocast,
+    cache_dir,
+    checked_load,
+    fingerprint,
+    progress,
+    seed_everything,
+)
 from .data import Batches, Corpus
 
 __all__ = ["TrainConfig", "Trained", "Diverged", "one_epoch", "fit", "fresh_model", "train_on",
@@ -128,7 +136,8 @@ def _scheduler(optimizer: torch.optim.Optimizer, recipe: TrainConfig, steps: int
     if recipe.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
     if recipe.schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(2 * steps // 3, 1), gamma=0.1)
+        step_size = max(2 * steps // 3, 1)
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=0.1)
     return None
 
 

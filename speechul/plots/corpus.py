@@ -1,0 +1,3 @@
+"""Corpus views: audio players, waveforms, log-mels, confusion matrices, embeddings."""
+
+__all__: list[str] = []
