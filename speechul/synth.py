@@ -58,7 +58,7 @@ class SynthConfig:
     train_takes: int = 6
     val_takes: int = 2
     seed: int = 0
-    snr_db: tuple[float, float] = (8.0, 30.0)
+    snr_db: tuple[float, float] = (-5.0, 20.0)
     reverb_probability: float = 0.5
     pitch_jitter: int = 8
     rate_jitter: int = 15

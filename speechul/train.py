@@ -49,7 +49,7 @@ class TrainConfig:
     """
 
     arch: str = "cnn"
-    width: int = 32
+    width: int = 16
     epochs: int = 30
     lr: float = 3e-3
     batch_size: int = 64
