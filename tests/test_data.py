@@ -1,0 +1,97 @@
+"""Corpus parts, batches and every kind of forget set, with their error messages."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from speechul import data
+
+
+def test_parts_are_disjoint_and_cover_everything(tiny_corpus):
+    parts = [tiny_corpus.indices(p) for p in data.PARTS]
+    joined = torch.cat(parts)
+    assert joined.numel() == len(tiny_corpus) == joined.unique().numel()
+    assert tiny_corpus.x.shape[1:] == (1, 40, 101)
+    assert torch.isfinite(tiny_corpus.x).all()
+
+
+def test_tasks_share_features(tiny_corpus, tiny_speaker_corpus):
+    assert tiny_speaker_corpus.x is tiny_corpus.x
+    assert tiny_corpus.n_classes == 10 and tiny_speaker_corpus.n_classes == 8
+    assert torch.equal(tiny_speaker_corpus.y, tiny_corpus.speaker)
+    with pytest.raises(ValueError, match="no task 'gender'"):
+        tiny_corpus.with_task("gender")
+
+
+def test_audio_returns_the_clip(tiny_corpus):
+    wave = tiny_corpus.audio(3)
+    assert wave.shape == (16000,) and wave.dtype.name == "float32"
+    assert 0 < abs(wave).max() <= 1
+
+
+def test_sample_split(tiny_corpus):
+    split = data.forget_split(tiny_corpus, "sample", fraction=0.1, seed=0)
+    train = tiny_corpus.indices("train")
+    assert len(split.forget) == round(0.1 * len(train))
+    assert torch.equal(torch.cat([split.forget, split.retain]).sort().values, train.sort().values)
+    same = data.forget_split(tiny_corpus, "sample", fraction=0.1, seed=0)
+    other = data.forget_split(tiny_corpus, "sample", fraction=0.1, seed=1)
+    assert torch.equal(split.forget, same.forget) and not torch.equal(split.forget, other.forget)
+    explicit = data.forget_split(tiny_corpus, "sample", indices=train[:5].tolist())
+    assert torch.equal(explicit.forget, train[:5].sort().values)
+
+
+def test_class_split(tiny_corpus):
+    split = data.forget_split(tiny_corpus, "class", classes=["yes", "stop"])
+    y = tiny_corpus.y
+    assert split.targets == ("yes", "stop")
+    assert set(y[split.forget].tolist()) == {0, 8}
+    assert not torch.isin(y[split.retain], torch.tensor([0, 8])).any()
+    assert set(y[split.forgotten_test].tolist()) == {0, 8}
+    assert len(split.forgotten_test) + len(split.kept_test) == len(split.test)
+
+
+def test_speaker_split_in_keyword_model(tiny_corpus):
+    name = tiny_corpus.names("speaker")[2]
+    split = data.forget_split(tiny_corpus, "speaker", speakers=[name])
+    assert (tiny_corpus.speaker[split.forget] == 2).all()
+    assert len(set(tiny_corpus.y[split.forget].tolist())) == 10  # every keyword of that speaker
+    assert (tiny_corpus.speaker[split.forgotten_test] == 2).all()
+
+
+def test_batches_cover_subset_once_per_pass(tiny_corpus):
+    split = data.forget_split(tiny_corpus, "sample", fraction=0.2)
+    batches = split.batches("forget", batch_size=7, seed=3)
+    seen = torch.cat([y for _, y in batches])
+    assert len(seen) == batches.size == len(split.forget) and len(batches) == -(-batches.size // 7)
+    first = [x for x, _ in split.batches("forget", batch_size=7, seed=3)]
+    again = [x for x, _ in split.batches("forget", batch_size=7, seed=3)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(kind="sample", fraction=0.0), r"fraction must be in \(0, 1\)"),
+    (dict(kind="sample", fraction=1.2), r"fraction must be in \(0, 1\)"),
+    (dict(kind="sample"), "exactly one of fraction= or indices="),
+    (dict(kind="sample", indices=[10**6]), "forget indices not in the training set"),
+    (dict(kind="class", classes=["maybe"]), "unknown keyword 'maybe'"),
+    (dict(kind="class", classes=[]), "at least one keyword"),
+    (dict(kind="class"), "needs classes="),
+    (dict(kind="speaker", speakers=["nobody"]), "unknown speaker 'nobody'"),
+    (dict(kind="everything"), "unknown forget kind"),
+])
+def test_bad_requests_name_the_problem(tiny_corpus, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        data.forget_split(tiny_corpus, **kwargs)
+
+
+def test_test_clip_is_not_forgettable(tiny_corpus):
+    test_clip = int(tiny_corpus.indices("test")[0])
+    with pytest.raises(ValueError, match=str(test_clip)):
+        data.forget_split(tiny_corpus, "sample", indices=[test_clip])
+
+
+def test_unknown_dataset_lists_known():
+    with pytest.raises(ValueError, match="known: .*embedded"):
+        data.load("timit")

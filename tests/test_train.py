@@ -1,0 +1,75 @@
+"""Training: CPU determinism, checkpoint reuse, damaged checkpoints retrained, divergence guard."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from speechul import data, train
+
+QUICK = train.TrainConfig(epochs=2, batch_size=32)
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(),
+                                                 b.state_dict().values(), strict=True))
+
+
+def test_same_seed_same_weights(tiny_corpus):
+    idx = tiny_corpus.indices("train")
+    a = train.train_on(tiny_corpus, idx, QUICK, seed=3)
+    b = train.train_on(tiny_corpus, idx, QUICK, seed=3)
+    c = train.train_on(tiny_corpus, idx, QUICK, seed=4)
+    assert _same_weights(a.model, b.model)
+    assert not _same_weights(a.model, c.model)
+    assert len(a.history) == 2 and a.seconds > 0
+
+
+def test_original_learns_and_is_cached(tiny_corpus, tmp_path):
+    first = train.original(tiny_corpus, QUICK, seed=0, cache=tmp_path)
+    assert first.history[-1]["loss"] < first.history[0]["loss"]
+    second = train.original(tiny_corpus, QUICK, seed=0, cache=tmp_path)
+    assert second.seconds == first.seconds  # loaded, not retrained (seconds come from the file)
+    assert _same_weights(first.model, second.model)
+
+
+def test_damaged_checkpoint_is_retrained(tiny_corpus, tmp_path):
+    first = train.original(tiny_corpus, QUICK, seed=0, cache=tmp_path)
+    path = next((tmp_path / "models").glob("original-*.pt"))
+    blob = bytearray(path.read_bytes())
+    blob[100] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.warns(UserWarning, match="damaged"):
+        again = train.original(tiny_corpus, QUICK, seed=0, cache=tmp_path)
+    assert again.seconds != first.seconds  # retrained, not the damaged file
+    assert _same_weights(first.model, again.model)  # deterministic retraining
+
+
+def test_tiny_original_beats_chance(tiny_original, tiny_corpus):
+    test = tiny_corpus.indices("test")
+    with torch.no_grad():
+        acc = (tiny_original.model(tiny_corpus.x[test]).argmax(1) == tiny_corpus.y[test])
+    assert acc.float().mean() > 0.5  # 10 keywords: chance is 0.1
+
+
+def test_divergence_stops_before_the_step(tiny_corpus):
+    model = train.fresh_model(QUICK, tiny_corpus.n_classes, tiny_corpus.device, seed=0)
+    before = [p.clone() for p in model.parameters()]
+    batches = data.Batches(tiny_corpus.x, tiny_corpus.y, tiny_corpus.indices("train"), 32)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def nan_loss(m, x, y):
+        return m(x).sum() * float("nan")
+
+    with pytest.raises(train.Diverged):
+        train.one_epoch(model, batches, nan_loss, opt)
+    assert all(torch.equal(p, q) for p, q in zip(before, model.parameters(), strict=True))
+
+
+def test_bad_recipes_rejected():
+    with pytest.raises(ValueError, match="positive"):
+        train.TrainConfig(lr=-1.0)
+    with pytest.raises(ValueError, match="positive"):
+        train.TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        train.TrainConfig(schedule="linear")
