@@ -1,0 +1,453 @@
+"""Real speech corpora as a :class:`~speechul.data.Source`: Speech Commands, LibriSpeech, VoxCeleb1.
+
+torchaudio's dataset classes do the downloading and the file listing (their official splits
+included); audio is read here with ``soundfile``, one fixed-length clip at a time, so the same
+feature cache, forget sets and training code work on real data as on the embedded corpus.
+
+Every clip is a window of one audio file: ``slot`` k of ``slots`` evenly placed windows inside the
+fraction ``[lo, hi)`` of the file. Placing windows by position, not by a precomputed offset, means
+no file has to be opened before its features are computed. Files shorter than a clip are padded
+with zeros at the end; longer ones are cropped (one slot: the centre).
+
+Datasets live under ``root`` (default ``$SPEECHUL_DATA``, else ``<cache>/datasets``), in the
+layout torchaudio downloads to. Nothing is downloaded unless ``download=True``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import hashlib
+import os
+import socket
+import urllib.error
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+
+from ._runtime import cache_dir, fingerprint, progress
+from .data import PARTS, Source
+
+__all__ = ["SUPERB_KEYWORDS", "UNKNOWN", "SILENCE", "BACKGROUND", "data_root", "speech_commands",
+           "librispeech", "voxceleb1"]
+
+SAMPLE_RATE = 16_000
+SUPERB_KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+UNKNOWN, SILENCE = "_unknown_", "_silence_"
+BACKGROUND = "_background_"  # the "speaker" of silence clips cut from the noise recordings
+SC_VERSIONS = ("v0.01", "v0.02")
+SC_URL = "http://download.tensorflow.org/data/speech_commands_{}.tar.gz"
+LIBRISPEECH_SUBSETS = ("dev-clean", "dev-other", "test-clean", "test-other", "train-clean-100",
+                       "train-clean-360", "train-other-500")
+LIBRISPEECH_URL = "http://www.openslr.org/resources/12/{}.tar.gz"
+VOX_SPLIT_URL = "https://www.robots.ox.ac.uk/~vgg/data/voxceleb/meta/iden_split.txt"
+VOX_PAGE = "https://www.robots.ox.ac.uk/~vgg/data/voxceleb/vox1.html"
+FRACTIONS = (0.8, 0.1, 0.1)  # train/val/test share where speechul makes the split itself
+# (relative path, slot, slots, lo, hi): one clip = window ``slot`` of ``slots`` in [lo, hi).
+Row = tuple[str, int, int, float, float]
+
+
+def data_root(root: str | os.PathLike | None = None,
+              cache: str | os.PathLike | None = None) -> Path:
+    """Where datasets live: ``root``, else ``$SPEECHUL_DATA``, else ``<cache dir>/datasets``."""
+    if root is None:
+        root = os.environ.get("SPEECHUL_DATA") or cache_dir(cache) / "datasets"
+    return Path(root).expanduser()
+
+
+# --------------------------------------------------------------------------- reading audio
+
+
+def _read_clip(path: Path, slot: int, slots: int, lo: float, hi: float, length: int) -> np.ndarray:
+    """One clip as float32 (length,): window ``slot`` of ``slots`` in [lo, hi) of the file.
+
+    Raises ValueError naming the file when it is unreadable or not 16 kHz: a silently resampled
+    or skipped clip would change the corpus without anyone noticing.
+    """
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            if handle.samplerate != SAMPLE_RATE:
+                raise ValueError(f"{path} has a sample rate of {handle.samplerate} Hz; speechul "
+                                 f"expects {SAMPLE_RATE} Hz (resample the dataset first)")
+            first, last = int(lo * handle.frames), int(hi * handle.frames)
+            start = first + max(0, last - first - length) * (slot + 1) // (slots + 1)
+            handle.seek(start)
+            wave = handle.read(min(length, last - start), dtype="float32", always_2d=True)
+    except (RuntimeError, sf.SoundFileError) as err:
+        raise ValueError(f"cannot read audio file {path}: {err}") from None
+    wave = wave.mean(axis=1)  # multi-channel files are mixed down to mono
+    return np.pad(wave, (0, length - len(wave)))
+
+
+def _wave_loader(base: Path, rows: Sequence[Row], seconds: float,
+                 workers: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``load_waves`` for a Source: (B,) indices -> (B, samples) float32, reading only those files.
+
+    Files are read on a few threads: libsndfile releases the GIL, and real corpora are many small
+    files, so reading is bound by file-system latency rather than by the CPU.
+    """
+    length = round(seconds * SAMPLE_RATE)
+    workers = workers or min(8, os.cpu_count() or 1)
+
+    def read(i: int) -> np.ndarray:
+        path, slot, slots, lo, hi = rows[i]
+        return _read_clip(base / path, slot, slots, lo, hi, length)
+
+    def load_waves(indices: torch.Tensor) -> torch.Tensor:
+        ids = [int(i) for i in torch.as_tensor(indices).flatten()]
+        if len(ids) < 4 * workers:
+            waves = [read(i) for i in ids]
+        else:
+            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+                waves = list(pool.map(read, ids))
+        return torch.from_numpy(np.stack(waves)) if waves else torch.zeros(0, length)
+
+    return load_waves
+
+
+def _encode(values: Sequence[str], names: tuple[str, ...]) -> torch.Tensor:
+    lookup = {n: i for i, n in enumerate(names)}
+    return torch.tensor([lookup[v] for v in values], dtype=torch.long)
+
+
+def _source(name: str, base: Path, rows: list[Row], labels: dict[str, list[str]],
+            names: dict[str, tuple[str, ...]], part: list[int], seconds: float,
+            options: dict) -> Source:
+    """Labels as strings -> a Source whose key fingerprints the exact clip list and options.
+
+    The key includes the dataset's absolute folder: the same file names elsewhere may hold
+    other audio, and a stale feature cache must never be reused for it.
+    """
+    key = fingerprint(name, str(base.resolve()), options, rows, part, labels, "datasets-v1")
+    return Source(name=name, key=key,
+                  labels={task: _encode(values, names[task]) for task, values in labels.items()},
+                  names=names, part=torch.tensor(part, dtype=torch.long),
+                  load_waves=_wave_loader(base, rows, seconds), sample_rate=SAMPLE_RATE)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _hash_order(keys: Sequence[str]) -> list[int]:
+    """Positions of ``keys`` in a stable pseudo-random order (sha1 of the key).
+
+    Used wherever a subset must be picked: it is reproducible on every machine and independent
+    of the file system's listing order.
+    """
+    return sorted(range(len(keys)), key=lambda i: hashlib.sha1(keys[i].encode()).hexdigest())
+
+
+def _cap(keys: Sequence[str], groups: Sequence[object], limit: int | None) -> list[int]:
+    """Indices to keep so that each group has at most ``limit`` items (hash-ordered picks)."""
+    if limit is None:
+        return list(range(len(keys)))
+    if limit < 1:
+        raise ValueError(f"a per-class/per-speaker limit must be >= 1, got {limit}")
+    seen: dict[object, int] = {}
+    keep = []
+    for i in _hash_order(keys):
+        seen[groups[i]] = seen.get(groups[i], 0) + 1
+        if seen[groups[i]] <= limit:
+            keep.append(i)
+    return sorted(keep)
+
+
+def _split_per_group(keys: Sequence[str], groups: Sequence[object]) -> list[int]:
+    """Part (0/1/2) of each item: within every group, hash-ordered 80/10/10 train/val/test.
+
+    A group with 3 or more items always gets at least one validation and one test item, so
+    every speaker can be evaluated.
+    """
+    members: dict[object, list[int]] = {}
+    for i in _hash_order(keys):
+        members.setdefault(groups[i], []).append(i)
+    part = [0] * len(keys)
+    for items in members.values():
+        n = len(items)
+        n_held = max(1, round(FRACTIONS[1] * n)) if n >= 3 else 0
+        for rank, i in enumerate(items):
+            part[i] = 2 if rank < n_held else 1 if rank < 2 * n_held else 0
+    return part
+
+
+def _missing(what: str, expected: Path, how: str) -> FileNotFoundError:
+    return FileNotFoundError(f"{what} not found: expected {expected}. {how}")
+
+
+@contextlib.contextmanager
+def _download_guard(what: str, url: str, timeout: float = 60.0) -> Iterator[None]:
+    """Turn a stalled or failed download into one clear error instead of a hang or traceback."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        yield
+    except (urllib.error.URLError, OSError) as err:
+        raise ConnectionError(f"downloading {what} from {url} failed ({err}). Check the network, "
+                              f"or download it on a connected machine and copy it here.") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _walk(dataset: object, desc: str) -> list[tuple]:
+    """All ``get_metadata`` tuples of a torchaudio dataset (paths and labels; no audio read)."""
+    return [dataset.get_metadata(n) for n in progress(range(len(dataset)), desc=desc)]
+
+
+# --------------------------------------------------------------------------- Speech Commands
+
+
+def _sc_listing(folder: Path, version: str, download: bool) -> list[tuple[str, str, str, int]]:
+    """(path relative to SpeechCommands/, word, speaker, part) of every word clip.
+
+    The parts come from torchaudio's ``subset=``: the official validation_list.txt and
+    testing_list.txt (which hash speakers, so a speaker is in one part only).
+    """
+    root, archive = folder.parent.parent, folder.parent.name
+    out = []
+    for part, subset in enumerate(("training", "validation", "testing")):
+        with _download_guard("Speech Commands", SC_URL.format(version)):
+            dataset = torchaudio.datasets.SPEECHCOMMANDS(
+                root, url=folder.name, folder_in_archive=archive, download=download,
+                subset=subset)
+        for path, _, word, speaker, _ in _walk(dataset, f"listing {subset}"):
+            out.append((path, word, speaker, part))
+    return out
+
+
+def _sc_folder(root: Path, version: str, download: bool) -> Path:
+    """The extracted ``speech_commands_vX`` folder; accepts the few layouts people end up with."""
+    name = f"speech_commands_{version}"
+    for folder in (root / "SpeechCommands" / name, root / name, root):
+        if folder.name == name and (folder / "validation_list.txt").is_file():
+            return folder
+    if download:
+        return root / "SpeechCommands" / name
+    raise _missing(f"Speech Commands {version}", root / "SpeechCommands" / name,
+                   f"Download it with su.data.load('speechcommands', root='{root}', "
+                   f"version='{version}', download=True), or fetch {SC_URL.format(version)} and "
+                   f"extract it into {root / 'SpeechCommands' / name}.")
+
+
+def _keyword_names(words: str | Sequence[str], present: set[str]) -> tuple[tuple[str, ...], bool]:
+    """Keyword class names and whether ``_unknown_``/``_silence_`` are added."""
+    if words == "all":
+        return tuple(sorted(present)), False
+    if isinstance(words, str) and words != "superb":
+        raise ValueError(f"unknown words {words!r}; use 'superb', 'all' or a list of words")
+    chosen = SUPERB_KEYWORDS if words == "superb" else tuple(words)
+    absent = [w for w in chosen if w not in present]
+    if absent or not chosen:
+        raise ValueError(f"words {absent or list(chosen)} are not in this dataset; "
+                         f"known: {sorted(present)}")
+    return (*chosen, UNKNOWN, SILENCE), True
+
+
+def _silence_rows(folder: Path, counts: list[int]) -> tuple[list[Row], list[int]]:
+    """``counts[p]`` one-second noise crops for part p, cut from the _background_noise_ files.
+
+    SUPERB draws random crops of the six noise recordings on the fly; a fixed corpus needs fixed
+    clips, so each file is cut in time (first 80 % train, next 10 % val, last 10 % test: no
+    noise is shared between parts) and crops are spread evenly, round-robin over the files.
+    """
+    noise = sorted(p.name for p in (folder / "_background_noise_").glob("*.wav"))
+    if not noise and any(counts):
+        raise _missing("Speech Commands background noise", folder / "_background_noise_",
+                       "The _silence_ class is cut from these files; re-extract the archive.")
+    bounds = np.cumsum((0.0, *FRACTIONS))
+    rows, part = [], []
+    for p, count in enumerate(counts):
+        per_file = [count // len(noise) + (f < count % len(noise)) for f in range(len(noise))]
+        for f, n in enumerate(per_file):
+            rel = f"{folder.name}/_background_noise_/{noise[f]}"
+            rows += [(rel, k, n, float(bounds[p]), float(bounds[p + 1])) for k in range(n)]
+            part += [p] * n
+    return rows, part
+
+
+def _check_choice(what: str, value: object, known: Sequence[object]) -> None:
+    if value not in known:
+        raise ValueError(f"unknown {what} {value!r}; known: {list(known)}")
+
+
+def _sc_clips(listing: list[tuple[str, str, str, int]], keywords: tuple[str, ...], parts: str,
+              max_per_class: int | None) -> tuple[list[Row], list[str], list[str], list[int]]:
+    """Word clips -> (rows, keyword labels, speakers, parts), capped per class and part."""
+    paths = [path for path, *_ in listing]
+    label = [w if w in keywords else UNKNOWN for _, w, _, _ in listing]
+    speaker = [s for _, _, s, _ in listing]
+    part = [p for *_, p in listing] if parts == "official" else _split_per_group(paths, speaker)
+    keep = _cap(paths, list(zip(label, part, strict=True)), max_per_class)
+    rows: list[Row] = [(paths[i], 0, 1, 0.0, 1.0) for i in keep]
+    return rows, [label[i] for i in keep], [speaker[i] for i in keep], [part[i] for i in keep]
+
+
+def _silence_counts(label: list[str], part: list[int], keywords: Sequence[str]) -> list[int]:
+    """Silence clips per part: as many as an average keyword has there (a balanced class)."""
+    count = Counter(zip(label, part, strict=True))
+    return [round(float(np.mean([count[(k, p)] for k in keywords]))) for p in range(len(PARTS))]
+
+
+def speech_commands(root: str | os.PathLike | None = None, version: str = "v0.01",
+                    words: str | Sequence[str] = "superb", parts: str = "official",
+                    clip_seconds: float = 1.0, max_per_class: int | None = None,
+                    download: bool = False, cache: str | os.PathLike | None = None) -> Source:
+    """Google Speech Commands for keyword spotting, with speaker labels for "forget me".
+
+    Args:
+        root: folder holding ``SpeechCommands/speech_commands_<version>/`` (torchaudio layout).
+        version: ``"v0.01"`` (30 words, SUPERB's KS) or ``"v0.02"`` (35 words).
+        words: ``"superb"``: the 10 SUPERB keywords + ``_unknown_`` (every other word) +
+            ``_silence_`` (noise crops, as many per part as the mean keyword); ``"all"``: one
+            class per word, no unknown/silence; or a list of keywords (+ unknown + silence).
+        parts: ``"official"`` (validation/testing lists: each speaker in one part only) or
+            ``"per_speaker"`` (each speaker's clips split 80/10/10, so a forgotten speaker
+            also has validation and test clips).
+        clip_seconds: clip length; shorter files are zero-padded at the end.
+        max_per_class: at most this many clips per class and part (hash-picked), for quick runs.
+        download: fetch and extract the archive with torchaudio when it is missing.
+
+    Labels: ``"keyword"`` and ``"speaker"`` (the file-name prefix before ``_nohash_``; silence
+    clips belong to the pseudo-speaker ``"_background_"``).
+    """
+    _check_choice("version", version, SC_VERSIONS)
+    _check_choice("parts", parts, ("official", "per_speaker"))
+    folder = _sc_folder(data_root(root, cache), version, download)
+    listing = _sc_listing(folder, version, download)
+    keywords, extra = _keyword_names(words, {w for _, w, _, _ in listing})
+    rows, label, speaker, part = _sc_clips(listing, keywords, parts, max_per_class)
+    if extra:
+        noise_rows, noise_part = _silence_rows(folder, _silence_counts(label, part, keywords[:-2]))
+        rows, part = rows + noise_rows, part + noise_part
+        label += [SILENCE] * len(noise_rows)
+        speaker += [BACKGROUND] * len(noise_rows)
+    speakers = tuple(sorted(set(speaker) - {BACKGROUND})) + ((BACKGROUND,) if extra else ())
+    tag = words if isinstance(words, str) else "-".join(words)
+    options = dict(version=version, words=tag, parts=parts, clip_seconds=clip_seconds,
+                   max_per_class=max_per_class)
+    return _source(f"speechcommands-{version}-{tag}", folder.parent, rows,
+                   {"keyword": label, "speaker": speaker},
+                   {"keyword": keywords, "speaker": speakers}, part, clip_seconds, options)
+
+
+# --------------------------------------------------------------------------- speaker corpora
+
+
+def _check_crops(crop_seconds: float, crops_per_utterance: int) -> None:
+    if crop_seconds <= 0 or crops_per_utterance < 1:
+        raise ValueError(f"need crop_seconds > 0 and crops_per_utterance >= 1, got "
+                         f"{crop_seconds} and {crops_per_utterance}")
+
+
+def _pick_speakers(speaker: list[str], n_speakers: int | None) -> list[int]:
+    """Indices of the utterances of the first ``n_speakers`` speakers in sorted id order."""
+    known = sorted(set(speaker), key=lambda s: (len(s), s))  # numeric order for numeric ids
+    if n_speakers is not None and not 1 <= n_speakers <= len(known):
+        raise ValueError(f"n_speakers must be in 1..{len(known)}, got {n_speakers}")
+    chosen = set(known[:n_speakers])
+    return [i for i, s in enumerate(speaker) if s in chosen]
+
+
+def _speaker_source(name: str, base: Path, utterances: list[tuple[str, str, int]],
+                    crop_seconds: float, crops: int, options: dict) -> Source:
+    """(path, speaker, part) utterances -> a speaker-only Source of ``crops`` windows each.
+
+    All crops of one utterance stay in its part, so no test audio is ever trained on.
+    """
+    rows: list[Row] = [(path, k, crops, 0.0, 1.0)
+                       for path, _, _ in utterances for k in range(crops)]
+    speaker = [s for _, s, _ in utterances for _ in range(crops)]
+    part = [p for _, _, p in utterances for _ in range(crops)]
+    names = tuple(sorted(set(speaker), key=lambda s: (len(s), s)))
+    return _source(name, base, rows, {"speaker": speaker}, {"speaker": names}, part,
+                   crop_seconds, options)
+
+
+def librispeech(root: str | os.PathLike | None = None, subset: str = "train-clean-100",
+                crop_seconds: float = 3.0, crops_per_utterance: int = 1,
+                n_speakers: int | None = None, max_per_speaker: int | None = None,
+                download: bool = False, cache: str | os.PathLike | None = None) -> Source:
+    """LibriSpeech speaker identification: fixed-length crops labelled by speaker.
+
+    Args:
+        root: folder holding ``LibriSpeech/<subset>/`` (torchaudio layout).
+        subset: one of ``LIBRISPEECH_SUBSETS`` (train-clean-100 has 251 speakers).
+        crop_seconds, crops_per_utterance: evenly spaced windows per utterance (one: the centre).
+        n_speakers: keep the first n speakers (sorted by id); ``None``: all.
+        max_per_speaker: at most this many utterances per speaker (hash-picked).
+
+    LibriSpeech has no speaker-ID split, so each speaker's utterances are split 80/10/10
+    (train/val/test) deterministically. Only the ``"speaker"`` task exists.
+    """
+    _check_choice("subset", subset, LIBRISPEECH_SUBSETS)
+    _check_crops(crop_seconds, crops_per_utterance)
+    root = data_root(root, cache)
+    if not (root / "LibriSpeech" / subset).is_dir() and not download:
+        raise _missing(f"LibriSpeech {subset}", root / "LibriSpeech" / subset,
+                       f"Download it with su.data.load('librispeech', task='speaker', "
+                       f"root='{root}', subset='{subset}', download=True), or fetch "
+                       f"{LIBRISPEECH_URL.format(subset)} and extract it in {root}.")
+    with _download_guard(f"LibriSpeech {subset}", LIBRISPEECH_URL.format(subset)):
+        dataset = torchaudio.datasets.LIBRISPEECH(root, url=subset, download=download)
+    listing = [(m[0], str(m[3])) for m in _walk(dataset, f"listing {subset}")]
+    listing = [listing[i] for i in _pick_speakers([s for _, s in listing], n_speakers)]
+    paths, speaker = [p for p, _ in listing], [s for _, s in listing]
+    keep = _cap(paths, speaker, max_per_speaker)
+    paths, speaker = [paths[i] for i in keep], [speaker[i] for i in keep]
+    part = _split_per_group(paths, speaker)
+    options = dict(subset=subset, crop_seconds=crop_seconds, crops=crops_per_utterance,
+                   n_speakers=n_speakers, max_per_speaker=max_per_speaker)
+    return _speaker_source(f"librispeech-{subset}", root / "LibriSpeech",
+                           list(zip(paths, speaker, part, strict=True)), crop_seconds,
+                           crops_per_utterance, options)
+
+
+def _vox_check(root: Path, download: bool) -> None:
+    """VoxCeleb1 needs a registration to download: say exactly what to put where."""
+    how = (f"VoxCeleb1 needs registration at {VOX_PAGE}: unzip vox1_dev_wav.zip and "
+           f"vox1_test_wav.zip into {root} (giving {root / 'wav'}/id10001/...) and save "
+           f"{VOX_SPLIT_URL} as {root / 'iden_split.txt'}.")
+    if download:
+        return
+    if not (root / "wav").is_dir():
+        raise _missing("VoxCeleb1 audio", root / "wav", how)
+    if not (root / "iden_split.txt").is_file():
+        raise _missing("VoxCeleb1 identification split", root / "iden_split.txt", how)
+
+
+def voxceleb1(root: str | os.PathLike | None = None, crop_seconds: float = 3.0,
+              crops_per_utterance: int = 1, n_speakers: int | None = None,
+              max_per_speaker: int | None = None, download: bool = False,
+              cache: str | os.PathLike | None = None) -> Source:
+    """VoxCeleb1 speaker identification (SUPERB SID) with the official ``iden_split.txt``.
+
+    Args:
+        root: folder holding ``wav/<id>/<video>/<n>.wav`` and ``iden_split.txt``.
+        crop_seconds, crops_per_utterance: fixed windows per utterance (one: the centre).
+            SUPERB trains on random 8 s crops and tests on whole utterances; a fixed-clip
+            corpus needs fixed windows, so test scores are not comparable to SUPERB's.
+        n_speakers: keep the first n of the 1251 speakers (sorted by id); ``None``: all.
+        max_per_speaker: at most this many utterances per speaker in each part (hash-picked).
+
+    Parts follow the split file: 1 train, 2 val, 3 test. Only the ``"speaker"`` task exists.
+    """
+    _check_crops(crop_seconds, crops_per_utterance)
+    root = data_root(root, cache)
+    _vox_check(root, download)
+    listing = []
+    for part, subset in enumerate(("train", "dev", "test")):
+        with _download_guard("VoxCeleb1", VOX_PAGE):
+            dataset = torchaudio.datasets.VoxCeleb1Identification(root, subset=subset,
+                                                                  download=download)
+        listing += [(m[0], m[0].split("/")[0], part) for m in _walk(dataset, f"listing {subset}")]
+    listing = [listing[i] for i in _pick_speakers([s for _, s, _ in listing], n_speakers)]
+    paths = [p for p, _, _ in listing]
+    keep = _cap(paths, [(s, p) for _, s, p in listing], max_per_speaker)
+    options = dict(crop_seconds=crop_seconds, crops=crops_per_utterance, n_speakers=n_speakers,
+                   max_per_speaker=max_per_speaker)
+    return _speaker_source("voxceleb1", root / "wav", [listing[i] for i in keep], crop_seconds,
+                           crops_per_utterance, options)
