@@ -36,7 +36,7 @@ class SmallCNN(nn.Module):
     standardises log-mel levels, so no dataset statistics need to be stored.
     """
 
-    def __init__(self, n_classes: int, width: int = 16, blocks: int = 3, dropout: float = 0.1):
+    def __init__(self, n_classes: int, width: int = 16, blocks: int = 3, dropout: float = 0.0):
         super().__init__()
         if n_classes < 2:
             raise ValueError(f"a classifier needs at least 2 classes, got {n_classes}")

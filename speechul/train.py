@@ -50,7 +50,7 @@ class TrainConfig:
 
     arch: str = "cnn"
     width: int = 16
-    epochs: int = 30
+    epochs: int = 20
     lr: float = 3e-3
     batch_size: int = 64
     weight_decay: float = 1e-2
@@ -168,7 +168,9 @@ def fit(model: nn.Module, train: Batches, recipe: TrainConfig, *, val: Batches |
 def fresh_model(recipe: TrainConfig, n_classes: int, device: torch.device, seed: int) -> nn.Module:
     """A newly initialised model of the recipe's architecture, seeded."""
     seed_everything(seed)
-    return models.build(recipe.arch, n_classes, width=recipe.width).to(device)
+    model = models.build(recipe.arch, n_classes, width=recipe.width).to(device)
+    # channels_last is oneDNN's fast layout on CPU (1.6x here) and the tensor-core one on GPU.
+    return model.to(memory_format=torch.channels_last)
 
 
 def train_on(corpus: Corpus, indices: torch.Tensor, recipe: TrainConfig, seed: int = 0, *,
