@@ -200,14 +200,16 @@ class SSLClassifier(nn.Module):
         return self
 
 
-def constructor(bundle: str) -> Callable[..., nn.Module]:
+def constructor(bundle: str, **defaults: object) -> Callable[..., nn.Module]:
     """A ``models.MODELS`` entry: ``(n_classes, width=ignored, **kwargs) -> SSLClassifier``.
 
-    ``width`` is accepted and ignored because the training recipe passes it to every model.
+    ``defaults`` fix options per entry (``freeze=False`` for a fine-tuning entry), so that the
+    architecture name alone, which keys the checkpoint cache, says what was trained. ``width``
+    is accepted and ignored because the training recipe passes it to every model.
     """
 
     def build(n_classes: int, width: int | None = None, **kwargs: object) -> nn.Module:
-        return SSLClassifier(n_classes, bundle=bundle, **kwargs)
+        return SSLClassifier(n_classes, bundle=bundle, **{**defaults, **kwargs})
 
     build.__name__ = f"ssl_{bundle.lower()}"
     return build

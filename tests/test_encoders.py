@@ -108,6 +108,8 @@ def test_constructor_ignores_width_and_checks_arguments() -> None:
     build = encoders.constructor("HUBERT_BASE")
     model = build(4, width=16, tiny=True)
     assert isinstance(model, encoders.SSLClassifier) and model.head.out_features == 4
+    tuned = encoders.constructor("HUBERT_BASE", freeze=False, pooling="weighted")(3, tiny=True)
+    assert not tuned.freeze and tuned.layer_weights is not None
     with pytest.raises(ValueError, match="WAV2VEC2_BASE"):
         encoders.SSLClassifier(4, bundle="WAV2VEC3")
     with pytest.raises(ValueError, match="weighted"):
