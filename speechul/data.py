@@ -233,14 +233,15 @@ LOADERS: dict[str, Callable[..., Source]] = {
 }
 
 
-def load(name: str = "embedded", task: str = "keyword", *, device: str | torch.device | None = None,
-         cache: str | os.PathLike | None = None,
+def load(name: str = "embedded", task: str | None = None, *,
+         device: str | torch.device | None = None, cache: str | os.PathLike | None = None,
          features: feats.FeatureConfig = feats.FeatureConfig(), **kwargs: object) -> Corpus:
     """Load a corpus by name with cached log-mel features on ``device``.
 
     Args:
         name: a key of ``LOADERS`` (``"embedded"``, ``"speechcommands"``, ...).
-        task: ``"keyword"`` or ``"speaker"``: which labels ``Corpus.y`` holds.
+        task: ``"keyword"`` or ``"speaker"``: which labels ``Corpus.y`` holds (default: the
+            corpus's first task, ``"keyword"`` where it has keywords).
         device: where features live (default: CUDA when present, else CPU).
         cache: cache folder (default ``$SPEECHUL_CACHE`` or ``data/cache``).
         features: log-mel settings.
@@ -252,10 +253,13 @@ def load(name: str = "embedded", task: str = "keyword", *, device: str | torch.d
     if source.sample_rate != features.sample_rate:
         raise ValueError(f"dataset {name!r} has {source.sample_rate} Hz audio but the features "
                          f"expect {features.sample_rate} Hz")
-    x = feats.logmel(source.load_waves, len(source.part), source.key, features, cache=cache)
+    device = default_device(device)
+    x = feats.logmel(source.load_waves, len(source.part), source.key, features, cache=cache,
+                     device=device)
     labels = {**source.labels, "part": source.part}
-    corpus = Corpus(source=source, x=x, task="keyword", labels=labels).with_task(task)
-    return corpus.to(default_device(device))
+    first = next(iter(source.names))
+    corpus = Corpus(source=source, x=x, task=first, labels=labels).with_task(task or first)
+    return corpus.to(device)
 
 
 # --------------------------------------------------------------------------- forget sets

@@ -48,15 +48,18 @@ def logmel_batch(waves: torch.Tensor, config: FeatureConfig = FeatureConfig()) -
     return torch.log(transform(waves) + 1e-6).unsqueeze(1)
 
 
-def _compute(load_waves: WaveLoader, n: int, config: FeatureConfig, chunk: int) -> torch.Tensor:
+def _compute(load_waves: WaveLoader, n: int, config: FeatureConfig, chunk: int,
+             device: torch.device) -> torch.Tensor:
     """Chunked, so a large corpus is never held in memory as audio, only as features."""
     out = []
     for start in progress(range(0, n, chunk), desc="log-mel features"):
         block = load_waves(torch.arange(start, min(start + chunk, n)))
         if block.ndim != 2:
             raise ValueError(f"waves must be (N, samples), got shape {tuple(block.shape)}")
+        block = block.to(device)
         block = block.float() / 32768.0 if block.dtype == torch.int16 else block.float()
-        out.append(block.unsqueeze(1) if config.kind == "waveform" else logmel_batch(block, config))
+        feats = block.unsqueeze(1) if config.kind == "waveform" else logmel_batch(block, config)
+        out.append(feats.cpu())  # cached on disk from the CPU; the caller moves it back
     return torch.cat(out)
 
 
@@ -67,15 +70,17 @@ def logmel(
     config: FeatureConfig = FeatureConfig(),
     cache: str | os.PathLike | None = None,
     chunk: int = 512,
+    device: str | torch.device = "cpu",
 ) -> torch.Tensor:
     """Cached log-mels of a corpus of ``n`` clips -> (n, 1, n_mels, frames) float32 on the CPU.
 
     ``load_waves(indices)`` returns those clips as (B, samples) int16 or float at
     ``config.sample_rate``. The cache key is ``corpus_key`` plus the feature settings, so changing
-    either recomputes; the audio is only read when the cache is missing or damaged.
+    either recomputes; the audio is only read when the cache is missing or damaged. ``device``
+    is where the spectra are computed (a GPU makes the first pass over a real corpus fast).
     """
     if config.kind not in ("logmel", "waveform"):
         raise ValueError(f"unknown feature kind {config.kind!r}; known: logmel, waveform")
     key = fingerprint(corpus_key, asdict(config), "logmel-v1")
     path = cache_dir(cache) / "features" / f"{key}.pt"
-    return cached(path, lambda: _compute(load_waves, n, config, chunk))
+    return cached(path, lambda: _compute(load_waves, n, config, chunk, torch.device(device)))

@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from . import encoders
+
 __all__ = ["SmallCNN", "MODELS", "build"]
 
 
@@ -65,7 +67,16 @@ class SmallCNN(nn.Module):
         return self.head(self.dropout(self.embed(x)))
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"cnn": SmallCNN}
+# Pretrained speech encoders with a small head (speechul.encoders): "-ft" fine-tunes the encoder
+# end to end (use a learning rate near 5e-5), the plain name freezes it and trains the head only.
+# Their weights come from torch hub on first use; offline, building one says what to download.
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "cnn": SmallCNN,
+    "wav2vec2": encoders.constructor("WAV2VEC2_BASE"),
+    "wav2vec2-ft": encoders.constructor("WAV2VEC2_BASE", freeze=False),
+    "hubert": encoders.constructor("HUBERT_BASE"),
+    "hubert-ft": encoders.constructor("HUBERT_BASE", freeze=False),
+}
 
 
 def build(arch: str, n_classes: int, **kwargs: object) -> nn.Module:

@@ -268,8 +268,10 @@ def test_librispeech_speaker_crops_and_split(tmp_path: Path) -> None:
                                    atol=1e-4)  # FLAC is 16-bit
     short = corpus.x[rows[0], 0].numpy()  # utterance 0 is 0.5 s: padded
     assert np.all(short[8000:] == 0) and np.any(short[:8000] != 0)
+    default = data.load("librispeech", root=tmp_path, cache=tmp_path / "c", device="cpu")
+    assert default.task == "speaker"  # the only task LibriSpeech has
     with pytest.raises(ValueError, match="no task 'keyword'"):
-        data.load("librispeech", root=tmp_path, cache=tmp_path / "c", device="cpu")
+        data.load("librispeech", task="keyword", root=tmp_path, cache=tmp_path / "c", device="cpu")
 
 
 def test_librispeech_subsets_of_speakers_and_forgetting(tmp_path: Path) -> None:
