@@ -1,0 +1,7 @@
+"""``python -m speechul``: see ``speechul.cli``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

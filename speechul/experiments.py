@@ -1,0 +1,203 @@
+"""Experiment grids: (setting x method x seed) -> one tidy table, resumable, optionally on Ray.
+
+The chapters and the command line (``python -m speechul grid ...``) call the same :func:`run`, so
+any table in the book can be regenerated from the shell. One run of a method is
+:func:`run_one`: it loads the corpus and the original model from their caches, builds the forget
+request for the seed, loads (or trains once) the Retrain reference for that request, unlearns
+and evaluates. Everything it needs comes from disk caches, which is what lets the same function
+run in-process or as a Ray task on another worker.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from torch import nn
+
+from . import data, metrics, train, unlearn
+from ._runtime import atomic_save, cache_dir, checked_load, fingerprint, progress
+
+__all__ = ["Setting", "run", "run_one", "reference"]
+
+REFERENCE = "retrain"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One forget request on one model, and the methods and seeds to try on it.
+
+    Args:
+        task: ``"keyword"`` or ``"speaker"`` (what the model classifies).
+        kind: ``"sample"``, ``"class"`` or ``"speaker"`` (see ``data.forget_split``).
+        fraction / classes / speakers: what to forget, by kind.
+        methods: method names from ``unlearn.METHODS``; Retrain always runs as the reference.
+        seeds: each seed draws the forget set (sample kind), initialises Retrain and drives the
+            methods' randomness. The original model is trained once with ``original_seed``
+            unless ``vary_original`` is set (then with each seed).
+        dataset, size, data_options: which corpus (``data.load``).
+        recipe: the training recipe of the original model and of Retrain.
+        hparams: per-method overrides, e.g. ``{"scrub": {"epochs": 3}}``.
+    """
+
+    task: str = "keyword"
+    kind: str = "sample"
+    fraction: float | None = 0.1
+    classes: tuple[str, ...] = ()
+    speakers: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = (0,)
+    dataset: str = "embedded"
+    size: str = "default"
+    data_options: Mapping[str, Any] = field(default_factory=dict)
+    recipe: train.TrainConfig = train.TrainConfig()
+    original_seed: int = 0
+    vary_original: bool = False
+    hparams: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        known = set(unlearn.METHODS)
+        unknown = [m for m in (*self.methods, *self.hparams) if m not in known]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; known: {sorted(known)}")
+        if not self.seeds:
+            raise ValueError("give at least one seed")
+
+    @property
+    def key(self) -> str:
+        """Identifies the request and recipe (not the methods or seeds tried on it)."""
+        fields = asdict(self)
+        for name in ("methods", "seeds", "device"):
+            fields.pop(name)
+        return fingerprint(fields)
+
+    def describe(self) -> dict[str, Any]:
+        """The columns every result row carries."""
+        what = {"sample": self.fraction, "class": ",".join(self.classes),
+                "speaker": ",".join(self.speakers)}[self.kind]
+        return {"dataset": self.dataset, "size": self.size, "task": self.task,
+                "kind": self.kind, "forget": what, "setting": self.key}
+
+
+@functools.lru_cache(maxsize=4)
+def _corpus(dataset: str, task: str, device: str | None, size: str,
+            options: tuple[tuple[str, Any], ...]) -> data.Corpus:
+    kwargs = dict(options)
+    if dataset == "embedded":
+        kwargs["size"] = size
+    return data.load(dataset, task=task, device=device, **kwargs)
+
+
+def _load(setting: Setting, seed: int) -> tuple[train.Trained, data.Split]:
+    """The original model and the forget request for one seed (both from caches when present)."""
+    corpus = _corpus(setting.dataset, setting.task, setting.device, setting.size,
+                     tuple(sorted(setting.data_options.items())))
+    original_seed = seed if setting.vary_original else setting.original_seed
+    original = train.original(corpus, setting.recipe, seed=original_seed)
+    split = data.forget_split(corpus, setting.kind, fraction=setting.fraction,
+                              classes=setting.classes or None,
+                              speakers=setting.speakers or None, seed=seed)
+    return original, split
+
+
+def reference(setting: Setting, seed: int) -> tuple[nn.Module, float]:
+    """The Retrain model for (setting, seed) and its seconds: trained once, then cached."""
+    original, split = _load(setting, seed)
+    hp = dict(setting.hparams.get(REFERENCE, {}))
+    path = cache_dir() / "models" / f"retrain-{fingerprint(setting.key, original.key, seed)}.pt"
+    saved = checked_load(path)
+    model = train.fresh_model(setting.recipe, split.corpus.n_classes, split.corpus.device, seed)
+    if saved is None:
+        out = unlearn.run(REFERENCE, original, split, seed=seed, **hp)
+        state = {k: v.detach().cpu() for k, v in out.model.state_dict().items()}
+        saved = {"state_dict": state, "seconds": out.seconds}
+        atomic_save(saved, path)
+    model.load_state_dict(saved["state_dict"])
+    return model.eval(), float(saved["seconds"])
+
+
+def run_one(setting: Setting, method: str, seed: int) -> dict[str, Any]:
+    """Unlearn with one method for one seed and evaluate against Retrain: one result row."""
+    original, split = _load(setting, seed)
+    ref_model, ref_seconds = reference(setting, seed)
+    if method == REFERENCE:
+        model, seconds, hp, diverged = ref_model, ref_seconds, {}, False
+    else:
+        out = unlearn.run(method, original, split, seed=seed, **setting.hparams.get(method, {}))
+        model, seconds, hp, diverged = out.model, out.seconds, out.hparams, out.diverged
+    random_model = train.fresh_model(setting.recipe, split.corpus.n_classes,
+                                     split.corpus.device, seed + 10_000)
+    row = metrics.evaluate(model, split, reference=ref_model, random_model=random_model)
+    return {**setting.describe(), "method": method, "seed": seed, **row,
+            "seconds": seconds, "retrain_seconds": ref_seconds,
+            "time_fraction": seconds / ref_seconds, "diverged": diverged,
+            "hparams": json.dumps(hp, sort_keys=True, default=str)}
+
+
+def _read(results: Path | None) -> dict[tuple[str, str, int], dict]:
+    """Finished rows of a results file, keyed by (setting, method, seed)."""
+    if results is None or not results.exists():
+        return {}
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    return {(r["setting"], r["method"], int(r["seed"])): r for r in rows}
+
+
+def _append(results: Path | None, row: dict) -> None:
+    """One line per finished run, flushed at once: an interruption loses only the run in flight."""
+    if results is None:
+        return
+    results.parent.mkdir(parents=True, exist_ok=True)
+    with open(results, "a") as handle:
+        handle.write(json.dumps(row, default=float) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _ray_rows(setting: Setting, todo: list[tuple[str, int]], address: str) -> Iterable[dict]:
+    """Run the (method, seed) pairs as Ray tasks; references first, since methods need them."""
+    try:
+        import ray
+    except ImportError as err:
+        hint = "the Ray runner needs the 'ray' extra: pip install 'speechul[ray]'"
+        raise ImportError(hint) from err
+    env = {"SPEECHUL_CACHE": str(cache_dir()), "SPEECHUL_QUIET": "1"}
+    ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
+             runtime_env={"env_vars": env}, include_dashboard=False, log_to_driver=False)
+    task = ray.remote(run_one)
+    for seed in sorted({s for _, s in todo}):  # train each seed's original and Retrain once
+        ray.get(ray.remote(reference).remote(setting, seed))
+    pending = [task.remote(setting, m, s) for m, s in todo]
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        yield ray.get(done[0])
+
+
+def run(setting: Setting, *, results: str | os.PathLike | None = None,
+        ray_address: str | None = None) -> pd.DataFrame:
+    """Run every (method, seed) of ``setting`` plus Retrain; return the tidy table.
+
+    Args:
+        results: a JSON-lines file; finished runs found there are not redone (resume), new ones
+            are appended as they finish.
+        ray_address: ``None`` runs in-process; ``"local"`` starts a local Ray instance; any other
+            value is a Ray cluster address. The cache folder must be shared with the workers.
+    """
+    path = None if results is None else Path(results)
+    done = _read(path)
+    methods = (REFERENCE, *[m for m in setting.methods if m != REFERENCE])
+    todo = [(m, s) for s in setting.seeds for m in methods if (setting.key, m, s) not in done]
+    if ray_address is None:
+        rows = (run_one(setting, m, s) for m, s in todo)
+    else:
+        rows = _ray_rows(setting, todo, ray_address)
+    for row in progress(rows, total=len(todo), desc=f"{setting.task}/{setting.kind} grid"):
+        done[(row["setting"], row["method"], int(row["seed"]))] = row
+        _append(path, row)
+    return pd.DataFrame([done[(setting.key, m, s)] for m in methods for s in setting.seeds])
