@@ -7,9 +7,10 @@ A notebook needs only this import::
     original = su.train.original(corpus, su.train.TrainConfig(epochs=20))
 """
 
-from . import data, features, models, synth, train
+from . import data, features, metrics, models, plots, probes, synth, train, widgets
 from ._runtime import default_device, seed_everything
 
 __version__ = "0.1.0"
 
-__all__ = ["data", "features", "models", "synth", "train", "default_device", "seed_everything"]
+__all__ = ["data", "features", "metrics", "models", "plots", "probes", "synth", "train", "widgets",
+           "default_device", "seed_everything"]
