@@ -1,0 +1,140 @@
+"""Colab copies of the chapters, and the facts about the book that tests check.
+
+Colab opens notebooks, not MyST markdown, so every chapter ``book/NN_name.md`` gets a generated
+twin ``book/NN_name.ipynb`` (committed, no outputs). It sits beside its source on purpose:
+sphinx-book-theme's Colab button links to ``<page>.ipynb`` when that file exists beside the page,
+so the button opens the notebook and the repository URL stays in ``_config.yml`` alone. The book
+build ignores the copies (``exclude_patterns``); ``tests/test_book.py`` checks they are in sync.
+
+The twin carries Colab's metadata asking for a GPU runtime; its first cell (the same in every
+chapter, defined once in ``book/intro.md`` under the ``colab-cell`` label) installs speechul from
+the repository when, and only when, it runs inside Colab.
+
+Usage::
+
+    python scripts/notebooks.py           # (re)write every chapter's .ipynb
+    python scripts/notebooks.py --check   # exit 1 if any copy is missing or stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Colab opens a notebook with this metadata on a GPU runtime (its own notebooks carry the same).
+COLAB_METADATA = {"accelerator": "GPU", "colab": {"gpuType": "T4", "provenance": []}}
+COLAB_TAGS = ["remove-cell"]  # the Colab cell does nothing outside Colab: keep it off the pages
+
+
+def config(root: Path = ROOT) -> dict:
+    """``_config.yml`` as a dict."""
+    return yaml.safe_load((root / "_config.yml").read_text())
+
+
+def repository(root: Path = ROOT) -> tuple[str, str]:
+    """(url, branch) of the repository, as named once in ``_config.yml``."""
+    repo = config(root)["repository"]
+    return repo["url"].rstrip("/"), repo.get("branch", "main")
+
+
+def _toc_entries(node: dict | list) -> list[str]:
+    """Every ``file:`` of a jb-book toc subtree, in reading order."""
+    items = node if isinstance(node, list) else [node]
+    files = []
+    for item in items:
+        if "file" in item:
+            files.append(item["file"])
+        for key in ("chapters", "parts", "sections"):
+            if key in item:
+                files.extend(_toc_entries(item[key]))
+    return files
+
+
+def chapters(root: Path = ROOT) -> list[Path]:
+    """The chapters listed in ``_toc.yml`` (everything but the root page), as ``.md`` paths.
+
+    A listed chapter that does not exist yet is returned anyway: callers report it.
+    """
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    if toc.get("format") != "jb-book":
+        raise ValueError(f"_toc.yml must have format: jb-book, got {toc.get('format')!r}")
+    out = []
+    for entry in _toc_entries({k: v for k, v in toc.items() if k in ("chapters", "parts")}):
+        path = root / entry
+        out.append(path if path.suffix else path.with_suffix(".md"))
+    return out
+
+
+def colab_cell(root: Path = ROOT) -> str:
+    """The canonical first cell: the first ```python block after ``(colab-cell)=`` in intro.md."""
+    text = (root / "book" / "intro.md").read_text()
+    found = re.search(r"^\(colab-cell\)=$.*?^```python\n(.*?)\n```$", text, re.S | re.M)
+    if found is None:
+        raise ValueError("book/intro.md has no ```python block after the '(colab-cell)=' label")
+    return found.group(1)
+
+
+def notebook_path(chapter: Path) -> Path:
+    """Where a chapter's Colab copy lives: beside it, same name, ``.ipynb``."""
+    return chapter.with_suffix(".ipynb")
+
+
+def notebook(chapter: Path) -> nbformat.NotebookNode:
+    """The chapter as a notebook, exactly as jupytext reads it (front matter -> metadata)."""
+    return jupytext.read(chapter)
+
+
+def colab_notebook(chapter: Path) -> nbformat.NotebookNode:
+    """The Colab copy: no jupytext metadata, GPU runtime requested, stable cell ids."""
+    nb = notebook(chapter)
+    nb.metadata.pop("jupytext", None)
+    nb.metadata.update(COLAB_METADATA)
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i}"  # deterministic: regenerating an unchanged chapter is a no-op
+    return nb
+
+
+def render(chapter: Path) -> str:
+    """The Colab copy's file content."""
+    return nbformat.writes(colab_notebook(chapter)) + "\n"
+
+
+def stale(root: Path = ROOT) -> list[Path]:
+    """Existing chapters whose Colab copy is missing or differs from a fresh rendering."""
+    out = []
+    for chapter in chapters(root):
+        target = notebook_path(chapter)
+        if chapter.exists() and (not target.exists() or target.read_text() != render(chapter)):
+            out.append(target)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="only report stale copies")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the book's root folder")
+    args = parser.parse_args(argv)
+    todo = stale(args.root)
+    if args.check:
+        for path in todo:
+            print(f"stale: {path.relative_to(args.root)} (run python scripts/notebooks.py)")
+        return 1 if todo else 0
+    for path in todo:
+        path.write_text(render(path.with_suffix(".md")))
+        print(f"wrote {path.relative_to(args.root)}")
+    missing = [c for c in chapters(args.root) if not c.exists()]
+    for chapter in missing:
+        print(f"skipped {chapter.relative_to(args.root)}: listed in _toc.yml but missing")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""The book: structure of every chapter, Colab copies in sync, and every chapter executed.
+
+Static checks (fast, always run) read the chapters listed in ``_toc.yml``: each starts with the
+canonical Colab cell (``book/intro.md``), has a ``parameters`` cell whose names cover its CI
+parameters, and ends with at least three exercises that all have folded solutions.
+
+Execution (marked ``book``): each chapter goes jupytext -> papermill (prepare only, CI parameters
+from the front matter ``speechul: ci:``) -> ``pytest --nbval-lax`` in a subprocess, so an error in
+any cell, including a failing check cell, fails the test. Two temporary chapters prove the harness
+can fail and does inject parameters; a temporary book proves ``jupyter-book build`` fails when a
+chapter raises and that its Colab button opens the generated notebook.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("book_notebooks", ROOT / "scripts" / "notebooks.py")
+notebooks = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(notebooks)
+
+CHAPTERS = notebooks.chapters(ROOT)
+DEFAULT_TIMEOUT = 300  # seconds for one chapter's CI run; the budget is 3 min on 2 CPU cores
+ids = [c.stem for c in CHAPTERS]
+
+
+def _front_matter(chapter: Path) -> dict:
+    text = chapter.read_text()
+    if not text.startswith("---\n"):
+        raise ValueError(f"{chapter.name} has no YAML front matter")
+    return yaml.safe_load(text.split("---\n", 2)[1])
+
+
+def _code_cells(nb: nbformat.NotebookNode) -> list:
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def _existing(chapter: Path) -> Path:
+    assert chapter.exists(), f"{chapter.relative_to(ROOT)} is listed in _toc.yml but missing"
+    return chapter
+
+
+# --------------------------------------------------------------------------- static checks
+
+
+def test_toc_lists_chapters():
+    assert CHAPTERS, "_toc.yml lists no chapters"
+    assert (ROOT / "book" / "intro.md").exists()
+
+
+def test_colab_cell_installs_from_the_configured_repository():
+    url, branch = notebooks.repository(ROOT)
+    cell = notebooks.colab_cell(ROOT)
+    assert f"git+{url}@{branch}" in cell, "the Colab cell must install from _config.yml's repo"
+    assert 'if "google.colab" in sys.modules:' in cell, "the Colab cell must be Colab-only"
+    compile(cell, "colab-cell", "exec")  # valid Python, no notebook magics
+
+
+def test_config_fails_builds_on_errors_and_links_colab():
+    config = notebooks.config(ROOT)
+    assert config["execute"]["execute_notebooks"] == "cache"
+    assert config["execute"]["raise_on_error"] is True
+    assert config["execute"]["allow_errors"] is False
+    assert config["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    assert "book/*.ipynb" in config["exclude_patterns"], "Colab copies must not become pages"
+    assert "sphinx_exercise" in config["sphinx"]["extra_extensions"]
+    for bib in config["bibtex_bibfiles"]:
+        assert (ROOT / bib).exists()
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=ids)
+def test_chapter_starts_with_the_colab_cell(chapter):
+    first = _code_cells(notebooks.notebook(_existing(chapter)))[0]
+    assert first.source == notebooks.colab_cell(ROOT), (
+        f"{chapter.name}: the first code cell must be the canonical Colab cell of book/intro.md, "
+        "copied verbatim")
+    assert first.metadata.get("tags") == notebooks.COLAB_TAGS
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=ids)
+def test_chapter_parameters_cover_its_ci_values(chapter, tmp_path):
+    nb = notebooks.notebook(_existing(chapter))
+    tagged = [c for c in _code_cells(nb) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{chapter.name} needs exactly one cell tagged 'parameters'"
+    assert _code_cells(nb)[1] is tagged[0], "the parameters cell comes right after the Colab cell"
+    ci = _front_matter(chapter).get("speechul", {}).get("ci")
+    assert isinstance(ci, dict) and ci, f"{chapter.name} needs front matter speechul: ci: {{...}}"
+    assert nb.metadata["speechul"]["ci"] == ci, "jupytext must keep the CI parameters"
+    nbformat.write(nb, tmp_path / "chapter.ipynb")
+    declared = set(papermill.inspect_notebook(str(tmp_path / "chapter.ipynb")))
+    assert set(ci) <= declared, f"CI parameters not in the parameters cell: {set(ci) - declared}"
+
+
+_DIRECTIVE = re.compile(r"^(`{3,}|:{3,})\{(exercise|solution|solution-start)\}[ \t]*(.*)$", re.M)
+
+
+def _directives(text: str) -> list[tuple[str, str, dict[str, str], int]]:
+    """(name, argument, options, offset) of every exercise/solution directive in a chapter."""
+    out = []
+    for match in _DIRECTIVE.finditer(text):
+        options = {}
+        for line in text[match.end() + 1:].splitlines():
+            option = re.match(r"^:([\w-]+):\s*(.*)$", line)
+            if not option:
+                break
+            options[option.group(1)] = option.group(2).strip()
+        out.append((match.group(2), match.group(3).strip(), options, match.start()))
+    return out
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=ids)
+def test_chapter_ends_with_exercises_and_solutions(chapter):
+    text = _existing(chapter).read_text()
+    headings = list(re.finditer(r"^## (.*)$", text, re.M))
+    assert headings and headings[-1].group(1).startswith("Exercises"), (
+        f"{chapter.name} must end with a '## Exercises' section")
+    start = headings[-1].start()
+    found = _directives(text)
+    exercises = [(opts.get("label"), at) for name, _, opts, at in found if name == "exercise"]
+    solutions = {arg: opts for name, arg, opts, _ in found if name != "exercise"}
+    assert len(exercises) >= 3, f"{chapter.name} has {len(exercises)} exercises, needs >= 3"
+    for label, at in exercises:
+        assert label, f"{chapter.name}: every exercise needs a :label:"
+        assert at > start, f"{chapter.name}: exercise {label} is outside the Exercises section"
+        assert label in solutions, f"{chapter.name}: exercise {label} has no solution"
+        assert solutions[label].get("class") == "dropdown", f"solution {label}: :class: dropdown"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=ids)
+def test_colab_copy_in_sync(chapter):
+    target = notebooks.notebook_path(_existing(chapter))
+    assert target.exists(), f"missing {target.name}: run python scripts/notebooks.py"
+    assert target.read_text() == notebooks.render(chapter), (
+        f"{target.name} is stale: run python scripts/notebooks.py")
+    nb = nbformat.read(target, as_version=4)
+    assert nb.metadata["accelerator"] == "GPU", "Colab should open the copy on a GPU runtime"
+    assert not any(c.get("outputs") for c in _code_cells(nb)), "Colab copies carry no outputs"
+
+
+# --------------------------------------------------------------------------- execution
+
+
+def run_chapter(chapter: Path, workdir: Path, timeout: float | None = None
+                ) -> subprocess.CompletedProcess:
+    """Execute a chapter with its CI parameters under nbval; returns the pytest process.
+
+    Each cell must run without error (nbval lax mode compares no outputs: the chapter's check
+    cells carry its claims). ``-x`` stops at the first failing cell.
+    """
+    meta = _front_matter(chapter).get("speechul", {})
+    timeout = timeout or meta.get("timeout", DEFAULT_TIMEOUT)
+    source, prepared = workdir / f"{chapter.stem}.ipynb", workdir / f"{chapter.stem}.ci.ipynb"
+    nbformat.write(notebooks.notebook(chapter), source)
+    papermill.execute_notebook(str(source), str(prepared), parameters=meta.get("ci", {}),
+                               prepare_only=True, progress_bar=False, log_output=False)
+    env = {**os.environ, "SPEECHUL_QUIET": "1", "OMP_NUM_THREADS": "2", "MPLBACKEND": "Agg"}
+    command = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env",
+               f"--nbval-cell-timeout={timeout}", "-x", "-q", "--color=no",
+               "-p", "no:cacheprovider", "--rootdir", str(workdir), "-c", os.devnull,
+               str(prepared)]
+    try:
+        return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as err:
+        pytest.fail(f"{chapter.name} ran over its {timeout} s CI budget:\n{err.stdout}")
+
+
+def _report(done: subprocess.CompletedProcess) -> str:
+    return f"exit {done.returncode}\n{done.stdout[-6000:]}\n{done.stderr[-2000:]}"
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=ids)
+def test_chapter_runs_with_ci_parameters(chapter, tmp_path):
+    done = run_chapter(_existing(chapter), tmp_path)
+    assert done.returncode == 0, f"{chapter.name} failed:\n{_report(done)}"
+    assert " passed" in done.stdout
+
+
+def _toy_chapter(path: Path, body: str) -> Path:
+    """A minimal chapter in the book's format: front matter, Colab cell, parameters, ``body``."""
+    fence = "```"
+    path.write_text(
+        "---\njupytext:\n  text_representation: {extension: .md, format_name: myst}\n"
+        "kernelspec: {display_name: Python 3, language: python, name: python3}\n"
+        "speechul:\n  ci: {SIZE: \"tiny\"}\n---\n\n# Toy\n\n"
+        f"{fence}{{code-cell}} ipython3\n:tags: [remove-cell]\n\n{notebooks.colab_cell(ROOT)}\n"
+        f"{fence}\n\n{fence}{{code-cell}} ipython3\n:tags: [parameters]\n\nSIZE = \"default\"\n"
+        f"{fence}\n\n{fence}{{code-cell}} ipython3\n{body}\n{fence}\n")
+    return path
+
+
+@pytest.mark.book
+def test_harness_injects_ci_parameters(tmp_path):
+    chapter = _toy_chapter(tmp_path / "toy.md", 'assert SIZE == "tiny", SIZE')
+    done = run_chapter(chapter, tmp_path, timeout=120)
+    assert done.returncode == 0, _report(done)
+
+
+@pytest.mark.book
+def test_harness_fails_a_chapter_that_raises(tmp_path):
+    chapter = _toy_chapter(tmp_path / "broken.md", 'raise RuntimeError("deliberately broken")')
+    done = run_chapter(chapter, tmp_path, timeout=120)
+    assert done.returncode != 0
+    assert "deliberately broken" in done.stdout
+
+
+def _jupyter_book() -> str:
+    found = Path(sys.executable).with_name("jupyter-book")
+    return str(found) if found.exists() else shutil.which("jupyter-book") or "jupyter-book"
+
+
+def _toy_book(root: Path, body: str) -> subprocess.CompletedProcess:
+    """Build a one-chapter book with the real _config.yml and return the build process."""
+    (root / "book").mkdir(parents=True)
+    shutil.copy(ROOT / "_config.yml", root / "_config.yml")
+    shutil.copy(ROOT / "book" / "intro.md", root / "book" / "intro.md")
+    shutil.copy(ROOT / "book" / "references.bib", root / "book" / "references.bib")
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\n"
+                                   "chapters:\n  - file: book/toy\n")
+    chapter = _toy_chapter(root / "book" / "toy.md", body)
+    notebooks.notebook_path(chapter).write_text(notebooks.render(chapter))
+    env = {**os.environ, "SPEECHUL_QUIET": "1", "OMP_NUM_THREADS": "2"}
+    return subprocess.run([_jupyter_book(), "build", str(root), "--all"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.book
+def test_book_build_links_colab_to_the_notebook(tmp_path):
+    done = _toy_book(tmp_path, 'print("fine" * 2)')
+    assert done.returncode == 0, _report(done)
+    page = (tmp_path / "_build" / "html" / "book" / "toy.html").read_text()
+    url, branch = notebooks.repository(ROOT)
+    github = url.removeprefix("https://github.com/")
+    colab = f"https://colab.research.google.com/github/{github}/blob/{branch}/book/toy.ipynb"
+    assert colab in page, "the Colab button must open the generated .ipynb"
+    assert "finefine" in page, "the chapter was executed"
+    assert "google.colab" not in page, "the Colab cell is removed from the page"
+    assert not (tmp_path / "_build" / "html" / "book" / "toy.ipynb.html").exists()
+
+
+@pytest.mark.book
+def test_book_build_fails_when_a_chapter_raises(tmp_path):
+    done = _toy_book(tmp_path, 'raise RuntimeError("deliberately broken")')
+    assert done.returncode != 0, "jupyter-book build must fail when a chapter raises"
+    assert "deliberately broken" in done.stdout + done.stderr
