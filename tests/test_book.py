@@ -83,9 +83,10 @@ def test_config_fails_builds_on_errors_and_links_colab():
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=ids)
 def test_chapter_starts_with_the_colab_cell(chapter):
     first = _code_cells(notebooks.notebook(_existing(chapter)))[0]
-    assert first.source == notebooks.colab_cell(ROOT), (
-        f"{chapter.name}: the first code cell must be the canonical Colab cell of book/intro.md, "
-        "copied verbatim")
+    expected = notebooks.colab_cell(ROOT)
+    assert first.source == expected, (
+        f"{chapter.name}: the first code cell must be the canonical Colab cell of book/intro.md "
+        f"(label colab-cell), copied verbatim:\n{expected}")
     assert first.metadata.get("tags") == notebooks.COLAB_TAGS
 
 
