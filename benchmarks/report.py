@@ -1,0 +1,262 @@
+"""What machine a benchmark ran on, where results go, and BENCHMARKS.md rendered from them.
+
+Every benchmark script writes one JSON file per machine under ``benchmarks/results/`` and then
+re-renders ``BENCHMARKS.md`` from *all* result files, so numbers from a laptop, a shared CI box and
+a GPU sit side by side and none is ever edited by hand.
+
+Usage::
+
+    python benchmarks/report.py   # re-render BENCHMARKS.md from benchmarks/results/*.json
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MARKDOWN = ROOT / "BENCHMARKS.md"
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    """Everything that makes a timing comparable: CPU, cores, threads, versions, GPU, load.
+
+    The load average is recorded because the machine may be shared: a run under load is slower
+    and its numbers should be read with that in mind.
+    """
+    import torchaudio
+
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "torchaudio": torchaudio.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "gpu": None,
+        "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info["gpu"] = {"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
+                       "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}
+    return info
+
+
+def machine_slug(device: torch.device) -> str:
+    """A file-name-safe machine tag, e.g. ``cpu-2cores`` or ``cuda-nvidia-h200``."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"cpu-{os.cpu_count()}cores"
+    return re.sub(r"[^a-z0-9]+", "-", f"{device.type}-{name}".lower().replace("cpu-cpu", "cpu"))\
+        .strip("-")
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json(obj: dict, path: Path) -> None:
+    """Write atomically (a crash never leaves half a results file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_results(folder: Path = RESULTS) -> list[tuple[str, dict]]:
+    """(file name, content) of every results file, sorted by name; unreadable files skipped."""
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            out.append((path.name, json.loads(path.read_text())))
+        except (OSError, json.JSONDecodeError) as err:
+            print(f"[report] skipping {path}: {err}", file=sys.stderr)
+    return out
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _machine_lines(m: dict) -> list[str]:
+    gpu = m.get("gpu")
+    lines = [
+        f"- CPU: {m.get('cpu')} ({m.get('logical_cores')} logical cores, "
+        f"{m.get('usable_cores')} usable; torch threads: {m.get('torch_threads')})",
+        f"- torch {m.get('torch')}, torchaudio {m.get('torchaudio')}, Python {m.get('python')} "
+        f"on {m.get('platform')}",
+        f"- Device: `{m.get('device')}`"
+        + (f"; GPU: {gpu['name']} ({gpu['memory_gib']} GiB, CUDA {gpu['cuda']})" if gpu else
+           "; no GPU"),
+        f"- 1-minute load average when the run started: {_fmt(m.get('load_average_1m'), 2)}",
+    ]
+    return lines
+
+
+def _training_lines(t: dict) -> list[str]:
+    cached, naive = t["cached"], t["naive"]
+    workers = naive.get("workers", 0)
+    return [
+        f"**(a) Training throughput** ({t['clips']:,} training clips x {t['epochs']} epochs = "
+        f"{t['samples']:,} samples, batch {t['batch_size']}, same model, optimiser and seed; "
+        f"best of {t.get('repeats', 1)}):",
+        "",
+        "| pipeline | training samples/s | seconds per epoch | input alone, samples/s |",
+        "|---|---:|---:|---:|",
+        f"| speechul: cached log-mel tensor + `Batches` + `su.train.fit` | "
+        f"{_fmt(cached['samples_per_s'])} | {_fmt(cached['seconds_per_epoch'], 2)} | "
+        f"{_fmt(cached.get('input_only_samples_per_s'), 0)} |",
+        f"| naive: `DataLoader` (workers={workers}) reading each WAV with soundfile + "
+        f"per-item `MelSpectrogram` | {_fmt(naive['samples_per_s'])} | "
+        f"{_fmt(naive['seconds_per_epoch'], 2)} | "
+        f"{_fmt(naive.get('input_only_samples_per_s'), 0)} |",
+        "",
+        f"Training speed-up: **{t['speedup']:.1f}x** (target >= 5x). \"Input alone\" is one pass "
+        "over each pipeline without a model: the most samples/s it can ever feed, on any device. "
+        "One-time cost of the cached way: the "
+        f"batched log-mel pass over the whole corpus took {_fmt(t['feature_pass_seconds'], 2)} s "
+        f"({t['corpus_clips']:,} clips; cached on disk afterwards). Both pipelines give the same "
+        f"features (max abs difference {t['max_feature_diff']:.1e}).",
+        "",
+    ]
+
+
+def _unlearning_lines(u: dict) -> list[str]:
+    lines = [
+        f"**(b) Unlearning time as a fraction of Retrain** ({u['task']} task, "
+        f"{u['fraction']:.0%} {u['kind']} forgetting, {u['forget']:,} forgotten / "
+        f"{u['retain']:,} retained clips; `su.unlearn.run` seconds, default hyper-parameters):",
+        "",
+        "| method | seconds | fraction of Retrain | diverged |",
+        "|---|---:|---:|:---:|",
+    ]
+    for name, row in u["methods"].items():
+        diverged = "yes" if row["diverged"] else ""
+        lines.append(f"| {name} | {_fmt(row['seconds'], 2)} | "
+                     f"{_fmt(row['fraction_of_retrain'], 3)} | {diverged} |")
+    return [*lines, ""]
+
+
+def _book_lines(b: dict) -> list[str]:
+    lines = [
+        "**(c) Executing the book** (each chapter of `_toc.yml` converted with jupytext and run "
+        "with papermill, default parameters, warm caches as a reader would have after the first "
+        f"chapter; run on {b.get('date', '?')}):",
+        "",
+        "| chapter | seconds | status |",
+        "|---|---:|---|",
+    ]
+    for name, row in b["chapters"].items():
+        status = "ok" if row["ok"] else f"failed: {row.get('error', '')[:80]}"
+        lines.append(f"| {name} | {_fmt(row['seconds'])} | {status} |")
+    lines.append(f"| **total** | **{_fmt(b['total_seconds'])}** | |")
+    return [*lines, ""]
+
+
+def _perf_section(name: str, r: dict) -> list[str]:
+    lines = [f"## `{name}`: {r.get('corpus', '?')} corpus on `{r['machine']['device']}`", "",
+             f"Run {r.get('date', '?')} with `python benchmarks/perf.py "
+             f"{' '.join(r.get('argv', []))}`.", "", *_machine_lines(r["machine"]), ""]
+    if r.get("training"):
+        lines += _training_lines(r["training"])
+    if r.get("unlearning"):
+        lines += _unlearning_lines(r["unlearning"])
+    if r.get("book"):
+        lines += _book_lines(r["book"])
+    return lines
+
+
+def _stand_in_section(name: str, r: dict) -> list[str]:
+    epochs = ", ".join(f"{s:.2f}" for s in r["epoch_seconds"])
+    peak = r.get("peak_memory_mib")
+    return [
+        f"## `{name}`: GPU stand-in for Speech Commands", "",
+        f"Run {r.get('date', '?')} with `python benchmarks/gpu_stand_in.py "
+        f"{' '.join(r.get('argv', []))}`.", "", *_machine_lines(r["machine"]), "",
+        f"{r['clips']:,} synthetic 1 s log-mel clips ({r['n_classes']} classes), batch "
+        f"{r['batch_size']}, mixed precision: {r['amp']}.", "",
+        "| seconds of each epoch | samples/s (after the first epoch) | peak memory (MiB) |",
+        "|---|---:|---:|",
+        f"| {epochs} | {_fmt(r['samples_per_s'])} | {_fmt(peak)} |", "",
+    ]
+
+
+HEADER = """# Benchmarks
+
+Generated by `benchmarks/perf.py` and `benchmarks/gpu_stand_in.py` from the JSON files in
+`benchmarks/results/` (re-render with `python benchmarks/report.py`; do not edit by hand).
+
+What is measured:
+
+- **(a)** training throughput of speechul's pipeline (log-mels computed once per corpus, cached,
+  held as one tensor on the device and batched by index) against the common per-file pipeline (a
+  `torch.utils.data.DataLoader` whose `Dataset` reads each clip's WAV with soundfile and computes
+  its log-mel with torchaudio's `MelSpectrogram` on every access). Same model, optimiser, batch
+  size, seed and number of samples; the WAVs are written from the same corpus beforehand.
+- **(b)** each unlearning method's wall-clock time as a fraction of Retrain (training from scratch
+  on the retained clips), from the `seconds` that `su.unlearn.run` reports.
+- **(c)** optionally (`--book`), how long each chapter of the book takes to execute.
+
+**Read the CPU numbers as indicative.** They were measured on a small machine shared with other
+jobs; the load average at the start of each run is recorded below. Speed-ups (ratios measured in
+the same run, best of the repeats) are more stable than absolute samples/s.
+
+Reproduce:
+
+```bash
+python benchmarks/perf.py                  # (a) + (b) on the default corpus; add --book for (c)
+python benchmarks/perf.py --quick          # a smoke run on the tiny corpus (seconds)
+python benchmarks/gpu_stand_in.py          # on a GPU machine: Speech Commands-sized stand-in
+```
+"""
+
+
+def render(folder: Path = RESULTS) -> str:
+    """BENCHMARKS.md from every results file (perf-*.json and gpu-stand-in-*.json)."""
+    lines = [HEADER]
+    results = read_results(folder)
+    if not results:
+        lines.append("No results yet.\n")
+    for name, result in results:
+        if result.get("kind") == "perf":
+            lines += _perf_section(name, result)
+        elif result.get("kind") == "gpu-stand-in":
+            lines += _stand_in_section(name, result)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def update_markdown(folder: Path = RESULTS, markdown: Path = MARKDOWN) -> None:
+    markdown.write_text(render(folder))
+    print(f"[report] wrote {markdown}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    update_markdown()
