@@ -104,7 +104,7 @@ def test_chapter_parameters_cover_its_ci_values(chapter, tmp_path):
     assert set(ci) <= declared, f"CI parameters not in the parameters cell: {set(ci) - declared}"
 
 
-_DIRECTIVE = re.compile(r"^(`{3,}|:{3,})\{(exercise|solution|solution-start)\}[ \t]*(.*)$", re.M)
+_DIRECTIVE = re.compile(r"^(`{3,}|:{3,})\{(exercise|solution)(-start)?\}[ \t]*(.*)$", re.M)
 
 
 def _directives(text: str) -> list[tuple[str, str, dict[str, str], int]]:
@@ -117,8 +117,19 @@ def _directives(text: str) -> list[tuple[str, str, dict[str, str], int]]:
             if not option:
                 break
             options[option.group(1)] = option.group(2).strip()
-        out.append((match.group(2), match.group(3).strip(), options, match.start()))
+        out.append((match.group(2), match.group(4).strip(), options, match.start()))
     return out
+
+
+def test_exercise_parser_sees_plain_and_gated_directives():
+    text = ("```{exercise} One\n:label: a\n\nText\n```\n\n"
+            ":::{exercise-start}\n:label: b\n:::\n\n"
+            "```{solution} a\n:class: dropdown\n```\n\n"
+            "```{solution-start} b\n:class: dropdown\n```\n")
+    found = [(name, arg, opts) for name, arg, opts, _ in _directives(text)]
+    assert found == [("exercise", "One", {"label": "a"}), ("exercise", "", {"label": "b"}),
+                     ("solution", "a", {"class": "dropdown"}),
+                     ("solution", "b", {"class": "dropdown"})]
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=ids)
