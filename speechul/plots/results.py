@@ -1,3 +1,106 @@
-"""Unlearning results: metric bars with Retrain marked, gap-to-Retrain vs time."""
+"""Unlearning results: metric bars with Retrain marked, gap-to-Retrain vs time.
 
-__all__: list[str] = []
+Both take a results table: one row per method (and seed) with the columns of
+``metrics.evaluate`` plus ``method`` and ``seconds`` (a list of dicts or a DataFrame); several
+seeds become mean and standard deviation. Fractions are drawn as points (x100).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+__all__ = ["metric_bars", "gap_vs_time"]
+
+_LABELS = {"forget_acc": "forget acc.", "retain_acc": "retain acc.", "test_acc": "test acc.",
+           "val_acc": "val acc.", "mia_auc": "MIA AUC", "mia_efficacy": "MIA efficacy",
+           "forgotten_test_acc": "forgotten-class test acc.", "kept_test_acc": "kept test acc.",
+           "gap_mean": "mean gap to Retrain", "zrf": "ZRF", "seconds": "seconds"}
+
+
+def _stats(table: Any, metric: str) -> pd.DataFrame:
+    """Mean and std of ``metric`` per method, in table order (std 0 for a single seed)."""
+    frame = pd.DataFrame(table)
+    for column in ("method", metric):
+        if column not in frame.columns:
+            raise ValueError(f"the results table has no column {column!r}; "
+                             f"columns: {list(frame.columns)}")
+    grouped = frame.groupby("method", sort=False)[metric]
+    return pd.DataFrame({"mean": grouped.mean(), "std": grouped.std().fillna(0.0)})
+
+
+def _scale(metric: str) -> float:
+    """Fractions (accuracies, AUCs, gaps) are shown in points."""
+    fraction = metric.endswith("_acc") or metric.startswith(("mia", "gap"))
+    return 100.0 if fraction else 1.0
+
+
+def _label(metric: str) -> str:
+    unit = " (points)" if _scale(metric) == 100.0 else ""
+    return _LABELS.get(metric, metric.replace("_", " ")) + unit
+
+
+def metric_bars(table: Any, metrics: Sequence[str] = ("forget_acc", "retain_acc", "test_acc",
+                                                      "mia_efficacy"),
+                reference: str | None = "retrain", ncols: int | None = None) -> Figure:
+    """One panel per metric: a bar per method (std over seeds), Retrain as a dashed line.
+
+    The reference is a line, not a bar, because it is the target: the best bar is the one
+    that *touches* the line, not the tallest.
+    """
+    ncols = ncols or len(metrics)
+    nrows = -(-len(metrics) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.0 * nrows), squeeze=False,
+                             layout="constrained")
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        stats = _stats(table, metric) * _scale(metric)
+        others = stats.drop(index=reference, errors="ignore")
+        colors = plt.cm.tab10(np.arange(len(others)) % 10)
+        ax.bar(range(len(others)), others["mean"], yerr=others["std"], color=colors, capsize=3)
+        ax.set_xticks(range(len(others)), others.index, rotation=60, ha="right", fontsize=8)
+        if reference is not None and reference in stats.index:
+            ref = stats.loc[reference]
+            ax.axhline(ref["mean"], color="black", linestyle="--", label=reference)
+            ax.axhspan(ref["mean"] - ref["std"], ref["mean"] + ref["std"], color="grey",
+                       alpha=0.2, linewidth=0)
+            ax.legend(loc="lower right", fontsize=8)
+        ax.set_title(_label(metric), fontsize=10)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.set_visible(False)
+    return fig
+
+
+def gap_vs_time(table: Any, reference: str | None = "retrain", ax: Axes | None = None) -> Figure:
+    """Mean gap to Retrain (points) against seconds (log scale), one labelled point per method.
+
+    The ideal method sits in the bottom-left corner: as close to Retrain as possible, far
+    faster. Retrain itself is drawn as a vertical line at its cost (its gap is 0 by definition).
+    """
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    else:
+        fig = ax.figure
+    gap, seconds = _stats(table, "gap_mean") * 100.0, _stats(table, "seconds")
+    for i, method in enumerate(gap.index):
+        if method == reference:
+            continue
+        ax.errorbar(seconds.loc[method, "mean"], gap.loc[method, "mean"],
+                    xerr=seconds.loc[method, "std"], yerr=gap.loc[method, "std"], fmt="o",
+                    color=plt.cm.tab10(i % 10), capsize=3)
+        ax.annotate(method, (seconds.loc[method, "mean"], gap.loc[method, "mean"]),
+                    textcoords="offset points", xytext=(5, 4), fontsize=8)
+    if reference is not None and reference in seconds.index:
+        ax.axvline(seconds.loc[reference, "mean"], color="black", linestyle="--",
+                   label=f"{reference} ({seconds.loc[reference, 'mean']:.0f} s)")
+        ax.legend(loc="upper left", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds (log scale)")
+    ax.set_ylabel(_label("gap_mean"))
+    ax.set_ylim(bottom=0)
+    return fig

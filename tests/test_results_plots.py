@@ -1,0 +1,65 @@
+"""Result figures: what is drawn matches the table (bars, reference line, points, log axis)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.container import BarContainer  # noqa: E402
+
+from speechul.plots import results  # noqa: E402
+
+
+@pytest.fixture
+def table() -> pd.DataFrame:
+    rows = []
+    for seed in (0, 1):
+        rows += [
+            {"method": "retrain", "seed": seed, "forget_acc": 0.90 + 0.02 * seed,
+             "test_acc": 0.9, "gap_mean": 0.0, "seconds": 100.0},
+            {"method": "finetune", "seed": seed, "forget_acc": 1.0, "test_acc": 0.88,
+             "gap_mean": 0.04 + 0.02 * seed, "seconds": 10.0 + seed},
+            {"method": "scrub", "seed": seed, "forget_acc": 0.8, "test_acc": 0.9,
+             "gap_mean": 0.05, "seconds": 3.0},
+        ]
+    return pd.DataFrame(rows)
+
+
+def test_metric_bars_draws_methods_and_reference(table):
+    fig = results.metric_bars(table, metrics=("forget_acc", "test_acc"))
+    ax = fig.axes[0]
+    (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
+    heights = [bar.get_height() for bar in bars]
+    assert heights == pytest.approx([100.0, 80.0])  # finetune, scrub in points; no retrain bar
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["finetune", "scrub"]
+    (line,) = ax.get_lines()[-1:]
+    assert line.get_ydata()[0] == pytest.approx(91.0)  # Retrain's mean over two seeds
+    assert "points" in ax.get_title()
+    plt.close(fig)
+
+
+def test_metric_bars_rejects_unknown_metric(table):
+    with pytest.raises(ValueError, match="no column 'nope'"):
+        results.metric_bars(table, metrics=("nope",))
+
+
+def test_gap_vs_time_points_and_log_axis(table):
+    fig = results.gap_vs_time(table.to_dict("records"))
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    labels = {t.get_text(): t.xy for t in ax.texts}
+    assert set(labels) == {"finetune", "scrub"}
+    assert np.allclose(labels["finetune"], (10.5, 5.0))  # mean seconds, mean gap in points
+    assert ax.get_lines()[-1].get_xdata()[0] == pytest.approx(100.0)  # Retrain's cost
+    plt.close(fig)
+
+
+def test_gap_vs_time_draws_into_given_axes(table):
+    fig, ax = plt.subplots()
+    assert results.gap_vs_time(table, ax=ax) is fig
+    plt.close(fig)
