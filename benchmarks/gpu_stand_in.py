@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
         "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "train_accuracy": accuracy(model, x, y),
     }
+    result["load_average_1m_end"] = report.machine(device)["load_average_1m"]
     log(f"{result['samples_per_s']:,.0f} samples/s, epochs {[round(s, 2) for s in seconds]} s, "
         f"peak {result['peak_memory_mib']} MiB, train accuracy {result['train_accuracy']:.3f}")
     slug = report.machine_slug(device) + ("-quick" if args.quick else "")

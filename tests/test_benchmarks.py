@@ -88,8 +88,11 @@ def test_perf_unlearning_section(perf):
     assert set(u["methods"]) == set(QUICK_METHODS)
     for name, row in u["methods"].items():
         assert _positive(row["seconds"]), f"{name}: seconds {row['seconds']!r}"
-        assert math.isclose(row["fraction_of_retrain"],
-                            row["seconds"] / u["methods"]["retrain"]["seconds"])
+        assert len(row["runs"]) == len(row["cpu_runs"]) == u["repeats"] == 1
+        assert _positive(row["cpu_seconds"]), f"{name}: CPU seconds {row['cpu_seconds']!r}"
+        for key, base in (("fraction_of_retrain", "seconds"),
+                          ("cpu_fraction_of_retrain", "cpu_seconds")):
+            assert math.isclose(row[key], row[base] / u["methods"]["retrain"][base]), key
         assert isinstance(row["diverged"], bool)
     assert u["methods"]["finetune"]["hparams"]["epochs"] == 1, "--quick caps method epochs at 1"
     assert result["book"] is None, "--skip-book must not execute the book"
