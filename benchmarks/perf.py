@@ -86,10 +86,11 @@ def _feed_rate(stream) -> float:
 
 def bench_training(corpus: su.data.Corpus, recipe: su.train.TrainConfig, epochs: int,
                    workers: int, repeats: int, seed: int = 0,
-                   max_clips: int | None = None) -> dict:
+                   max_clips: int | None = None, quiet_wait: float = 0.0) -> dict:
     """(a): the same training run fed two ways; best of ``repeats`` alternating runs each.
 
-    ``max_clips`` uses only the first training clips (smoke runs).
+    ``max_clips`` uses only the first training clips (smoke runs); ``quiet_wait``: seconds to
+    wait, at most, for other jobs to pause before each timed run.
     """
     train = corpus.indices("train")[:max_clips]
     recipe = dataclasses.replace(recipe, epochs=epochs)
@@ -105,13 +106,16 @@ def bench_training(corpus: su.data.Corpus, recipe: su.train.TrainConfig, epochs:
         best = {"cached": float("inf"), "naive": float("inf")}
         for r in range(repeats):
             log(f"repeat {r + 1}/{repeats}: cached tensor, {samples} samples")
+            report.wait_for_quiet(quiet_wait, log)
             model = su.train.fresh_model(recipe, corpus.n_classes, corpus.device, seed)
             stream = su.data.Batches(corpus.x, corpus.y, train, recipe.batch_size, seed=seed)
             best["cached"] = min(best["cached"], _timed_fit(model, stream, recipe, "cached"))
             log(f"repeat {r + 1}/{repeats}: naive per-file DataLoader, {samples} samples")
+            report.wait_for_quiet(quiet_wait, log)
             model = su.train.fresh_model(recipe, corpus.n_classes, corpus.device, seed)
             stream = naive.loader(paths, labels, recipe.batch_size, corpus.device, workers, seed)
             best["naive"] = min(best["naive"], _timed_fit(model, stream, recipe, "naive"))
+        report.wait_for_quiet(quiet_wait, log)
         feed = {"cached": _feed_rate(su.data.Batches(corpus.x, corpus.y, train,
                                                      recipe.batch_size, seed=seed)),
                 "naive": _feed_rate(naive.loader(paths, labels, recipe.batch_size,
@@ -140,26 +144,16 @@ def check_methods(methods: list[str] | None) -> None:
         raise SystemExit(f"unknown method(s) {unknown}; known: {sorted(unlearn.METHODS)}")
 
 
-def _timed_run(unlearn, name: str, original, split, seed: int, hparams: dict):
-    """One ``unlearn.run`` and the CPU seconds this process spent in it.
-
-    Wall seconds (``run``'s own) are what a user waits; CPU seconds barely move when other jobs
-    share the machine, so their ratios are the steadier estimate of relative cost.
-    """
-    cpu = time.process_time()
-    out = unlearn.run(name, original, split, seed=seed, **hparams)
-    return out, time.process_time() - cpu
-
-
 def bench_unlearning(corpus: su.data.Corpus, recipe: su.train.TrainConfig, fraction: float = 0.1,
                      seed: int = 0, methods: list[str] | None = None,
-                     max_epochs: int | None = None, repeats: int = 1) -> dict:
+                     max_epochs: int | None = None, repeats: int = 1,
+                     quiet_wait: float = 0.0) -> dict:
     """(b): registered methods on one sample-forgetting request, timed by ``run``.
 
     Default hyper-parameters, except that ``max_epochs`` (smoke runs) caps a method's ``epochs``.
     Retrain always runs: it is the denominator. Each of ``repeats`` rounds runs every method once
     (same seed, so the same work); the fastest run of each counts, as the others were slowed by
-    other jobs.
+    other jobs. ``quiet_wait``: seconds to wait, at most, for other jobs to pause before a run.
     """
     from speechul import unlearn  # imported here: (a) and (c) do not need it
 
@@ -168,24 +162,22 @@ def bench_unlearning(corpus: su.data.Corpus, recipe: su.train.TrainConfig, fract
     split = su.data.forget_split(corpus, "sample", fraction=fraction, seed=seed)
     check_methods(methods)
     names = ["retrain", *sorted(set(methods or unlearn.METHODS) - {"retrain"})]
-    rows = {name: {"runs": [], "cpu_runs": [], "diverged": False} for name in names}
+    rows = {name: {"runs": [], "diverged": False} for name in names}
     for r in range(repeats):
         for name in su._runtime.progress(names, desc=f"methods, round {r + 1}"):
             log(f"round {r + 1}/{repeats}: unlearning with {name}")
             hparams = {}
             if max_epochs and unlearn.defaults(name).get("epochs", 0) > max_epochs:
                 hparams["epochs"] = max_epochs
-            out, cpu = _timed_run(unlearn, name, original, split, seed, hparams)
+            report.wait_for_quiet(quiet_wait, log)
+            out = unlearn.run(name, original, split, seed=seed, **hparams)
             row = rows[name]
             row["runs"].append(out.seconds)
-            row["cpu_runs"].append(cpu)
             row["diverged"] = row["diverged"] or out.diverged
             row["hparams"] = out.hparams
-    retrain = rows["retrain"]
     for row in rows.values():
-        row["seconds"], row["cpu_seconds"] = min(row["runs"]), min(row["cpu_runs"])
-        row["fraction_of_retrain"] = row["seconds"] / min(retrain["runs"])
-        row["cpu_fraction_of_retrain"] = row["cpu_seconds"] / min(retrain["cpu_runs"])
+        row["seconds"] = min(row["runs"])
+        row["fraction_of_retrain"] = row["seconds"] / min(rows["retrain"]["runs"])
     return {"task": corpus.task, "kind": "sample", "fraction": fraction,
             "forget": len(split.forget), "retain": len(split.retain),
             "recipe": dataclasses.asdict(recipe), "original_seconds": original.seconds,
@@ -254,6 +246,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="use at most this many training clips in (a) (default: all)")
     p.add_argument("--repeats", type=int, default=1,
                    help="runs per pipeline in (a) and per method in (b); the fastest counts")
+    p.add_argument("--quiet-wait", type=float, default=0.0,
+                   help="on a shared machine: before each timed run, wait up to this many seconds "
+                        "for other jobs to pause (default 0: do not wait)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers of the baseline")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
                    help="torch CPU threads")
@@ -287,11 +282,12 @@ def main(argv: list[str] | None = None) -> dict:
     corpus = su.data.load("embedded", task="keyword", size=args.size, device=device)
     recipe = su.train.TrainConfig(epochs=1) if args.quick else su.train.TrainConfig()
     result["training"] = bench_training(corpus, recipe, args.epochs, args.workers, args.repeats,
-                                        max_clips=args.max_clips)
+                                        max_clips=args.max_clips, quiet_wait=args.quiet_wait)
     result["unlearning"] = (previous.get("unlearning") if args.skip_unlearning
                             else bench_unlearning(corpus, recipe, methods=args.methods,
                                                   max_epochs=1 if args.quick else None,
-                                                  repeats=args.repeats))
+                                                  repeats=args.repeats,
+                                                  quiet_wait=args.quiet_wait))
     result["book"] = bench_book() if args.book else previous.get("book")
     result["load_average_1m_end"] = report.machine(device)["load_average_1m"]
     report.write_json(result, path)

@@ -17,6 +17,8 @@ import os
 import platform
 import re
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,36 @@ def machine_slug(device: torch.device) -> str:
         name = f"cpu-{os.cpu_count()}cores"
     return re.sub(r"[^a-z0-9]+", "-", f"{device.type}-{name}".lower().replace("cpu-cpu", "cpu"))\
         .strip("-")
+
+
+def other_runnable(seconds: float = 3.0) -> float:
+    """Mean number of runnable tasks besides this (sleeping) process, sampled over ``seconds``.
+
+    Instantaneous, unlike the load average, which still remembers our own last run for minutes.
+    ``inf`` where /proc/loadavg does not exist (not Linux): the caller then never waits.
+    """
+    samples = []
+    for _ in range(max(1, int(seconds / 0.25))):
+        try:
+            running = Path("/proc/loadavg").read_text().split()[3].split("/")[0]
+        except (OSError, IndexError):
+            return float("inf")
+        samples.append(int(running) - 1)  # the reader itself is running while it reads
+        time.sleep(0.25)
+    return sum(samples) / len(samples)
+
+
+def wait_for_quiet(max_seconds: float, log: Callable[[str], None] = print,
+                   threshold: float = 0.5) -> None:
+    """Sleep until other jobs leave the CPUs idle (or ``max_seconds`` pass): fairer timings."""
+    if max_seconds <= 0:
+        return
+    deadline = time.monotonic() + max_seconds
+    busy = other_runnable()
+    if busy > threshold and busy != float("inf"):
+        log(f"waiting for a quiet machine ({busy:.1f} other runnable tasks)")
+    while threshold < busy < float("inf") and time.monotonic() < deadline:
+        busy = other_runnable()
 
 
 def now() -> str:
@@ -160,18 +192,13 @@ def _unlearning_lines(u: dict) -> list[str]:
         f"fastest of {u.get('repeats', 1)}; the original model trained in "
         f"{_fmt(u.get('original_seconds'))} s when it was cached):",
         "",
-        "| method | seconds | fraction of Retrain | CPU seconds | CPU fraction of Retrain "
-        "| diverged |",
-        "|---|---:|---:|---:|---:|:---:|",
+        "| method | seconds | fraction of Retrain | diverged |",
+        "|---|---:|---:|:---:|",
     ]
     for name, row in u["methods"].items():
         diverged = "yes" if row["diverged"] else ""
         lines.append(f"| {name} | {_fmt(row['seconds'], 2)} | "
-                     f"{_fmt(row['fraction_of_retrain'], 3)} | {_fmt(row.get('cpu_seconds'), 2)} "
-                     f"| {_fmt(row.get('cpu_fraction_of_retrain'), 3)} | {diverged} |")
-    lines += ["", "Seconds are wall-clock (what `run` reports, what a user waits); CPU seconds are "
-              "what this process used, which other jobs on the machine barely change: when the "
-              "two fractions disagree, trust the CPU one for relative cost."]
+                     f"{_fmt(row['fraction_of_retrain'], 3)} | {diverged} |")
     return [*lines, ""]
 
 
@@ -257,6 +284,9 @@ def render(folder: Path = RESULTS) -> str:
     results = read_results(folder)
     if not results:
         lines.append("No results yet.\n")
+    if not any(r.get("kind") == "gpu-stand-in" and r["machine"].get("gpu") for _, r in results):
+        lines.append("**No GPU measurement yet:** `benchmarks/gpu_stand_in.py` is ready for a GPU "
+                     "machine (it needs no download); its results will appear here.\n")
     for name, result in results:
         if result.get("kind") == "perf":
             lines += _perf_section(name, result)

@@ -88,11 +88,9 @@ def test_perf_unlearning_section(perf):
     assert set(u["methods"]) == set(QUICK_METHODS)
     for name, row in u["methods"].items():
         assert _positive(row["seconds"]), f"{name}: seconds {row['seconds']!r}"
-        assert len(row["runs"]) == len(row["cpu_runs"]) == u["repeats"] == 1
-        assert _positive(row["cpu_seconds"]), f"{name}: CPU seconds {row['cpu_seconds']!r}"
-        for key, base in (("fraction_of_retrain", "seconds"),
-                          ("cpu_fraction_of_retrain", "cpu_seconds")):
-            assert math.isclose(row[key], row[base] / u["methods"]["retrain"][base]), key
+        assert row["runs"] == [row["seconds"]] and u["repeats"] == 1
+        assert math.isclose(row["fraction_of_retrain"],
+                            row["seconds"] / u["methods"]["retrain"]["seconds"])
         assert isinstance(row["diverged"], bool)
     assert u["methods"]["finetune"]["hparams"]["epochs"] == 1, "--quick caps method epochs at 1"
     assert result["book"] is None, "--skip-book must not execute the book"
@@ -142,3 +140,17 @@ def test_stand_in_data_is_learnable_and_shaped_like_logmels():
     means = torch.stack([flat[:600][y[:600] == c].mean(0) for c in range(12)])
     guess = torch.cdist(flat[600:], means).argmin(1)
     assert (guess == y[600:]).float().mean() > 0.9
+
+
+def test_quiet_wait_is_bounded():
+    import time
+
+    report = _import("report")
+    busy = report.other_runnable(0.5)
+    assert busy >= -0.5 and (busy < 1000 or busy == float("inf"))
+    start = time.monotonic()
+    report.wait_for_quiet(1.0, log=lambda _: None, threshold=-10)  # never quiet: waits, bounded
+    assert 0.9 <= time.monotonic() - start < 10
+    start = time.monotonic()
+    report.wait_for_quiet(0, log=lambda _: None, threshold=-10)  # 0: never waits
+    assert time.monotonic() - start < 0.1
