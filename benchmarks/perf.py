@@ -227,8 +227,7 @@ def bench_book(timeout: int = 1800) -> dict:
             log(f"executing {name}")
             rows[name] = _run_chapter(chapter, Path(tmp), timeout)
             log(f"{name}: {rows[name]['seconds']:.0f} s, {'ok' if rows[name]['ok'] else 'FAILED'}")
-    return {"date": report.now(), "chapters": rows,
-            "total_seconds": sum(r["seconds"] for r in rows.values())}
+    return {"chapters": rows, "total_seconds": sum(r["seconds"] for r in rows.values())}
 
 
 # --------------------------------------------------------------------------- main
@@ -255,7 +254,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     book = p.add_mutually_exclusive_group()
     book.add_argument("--book", action="store_true", help="also execute every chapter (long)")
     book.add_argument("--skip-book", action="store_true", help="do not execute the book (default)")
-    p.add_argument("--skip-unlearning", action="store_true", help="skip (b)")
+    p.add_argument("--skip-training", action="store_true",
+                   help="skip (a) (keep the previous results of this machine)")
+    p.add_argument("--skip-unlearning", action="store_true",
+                   help="skip (b) (keep the previous results of this machine)")
     p.add_argument("--methods", nargs="+", default=None,
                    help="methods timed in (b) (default: all registered; retrain always runs)")
     p.add_argument("--out", type=Path, default=report.RESULTS, help="results folder")
@@ -265,6 +267,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.size, args.epochs, args.max_clips = "tiny", 1, args.max_clips or 128
     return args
+
+
+def _section(skip: bool, previous: dict | None, measure) -> dict | None:
+    """Run one section (stamped with its date, argv and load), or keep the previous one."""
+    if skip:
+        return previous
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    out = {"date": report.now(), "argv": sys.argv[1:], **measure()}
+    out["load_average_1m"] = [load, os.getloadavg()[0] if load is not None else None]
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -281,15 +293,13 @@ def main(argv: list[str] | None = None) -> dict:
     log(f"loading the embedded {args.size} corpus on {device}")
     corpus = su.data.load("embedded", task="keyword", size=args.size, device=device)
     recipe = su.train.TrainConfig(epochs=1) if args.quick else su.train.TrainConfig()
-    result["training"] = bench_training(corpus, recipe, args.epochs, args.workers, args.repeats,
-                                        max_clips=args.max_clips, quiet_wait=args.quiet_wait)
-    result["unlearning"] = (previous.get("unlearning") if args.skip_unlearning
-                            else bench_unlearning(corpus, recipe, methods=args.methods,
-                                                  max_epochs=1 if args.quick else None,
-                                                  repeats=args.repeats,
-                                                  quiet_wait=args.quiet_wait))
-    result["book"] = bench_book() if args.book else previous.get("book")
-    result["load_average_1m_end"] = report.machine(device)["load_average_1m"]
+    result["training"] = _section(args.skip_training, previous.get("training"), lambda: (
+        bench_training(corpus, recipe, args.epochs, args.workers, args.repeats,
+                       max_clips=args.max_clips, quiet_wait=args.quiet_wait)))
+    result["unlearning"] = _section(args.skip_unlearning, previous.get("unlearning"), lambda: (
+        bench_unlearning(corpus, recipe, methods=args.methods, repeats=args.repeats,
+                         max_epochs=1 if args.quick else None, quiet_wait=args.quiet_wait)))
+    result["book"] = _section(not args.book, previous.get("book"), bench_book)
     report.write_json(result, path)
     log(f"wrote {path}")
     report.update_markdown(args.out, args.markdown)

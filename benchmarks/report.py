@@ -154,6 +154,13 @@ def _machine_lines(m: dict, end: float | None = None) -> list[str]:
     return lines
 
 
+def _stamp(section: dict) -> str:
+    """When a section was measured and how busy the machine was (it may predate the file)."""
+    load = section.get("load_average_1m") or [None, None]
+    return (f"measured {section.get('date', '?')} with `{' '.join(section.get('argv', []))}`; "
+            f"1-minute load average {_fmt(load[0], 2)} at the start, {_fmt(load[1], 2)} at the end")
+
+
 def _training_lines(t: dict) -> list[str]:
     cached, naive = t["cached"], t["naive"]
     workers = naive.get("workers", 0)
@@ -161,7 +168,7 @@ def _training_lines(t: dict) -> list[str]:
     return [
         f"**(a) Training throughput** ({t['clips']:,} training clips x {t['epochs']} epochs = "
         f"{t['samples']:,} samples, batch {t['batch_size']}, same model, optimiser and seed; "
-        f"best of {t.get('repeats', 1)}):",
+        f"best of {t.get('repeats', 1)}; {_stamp(t)}):",
         "",
         "| pipeline | training samples/s | seconds per epoch | input alone, samples/s |",
         "|---|---:|---:|---:|",
@@ -190,7 +197,7 @@ def _unlearning_lines(u: dict) -> list[str]:
         f"{u['fraction']:.0%} {u['kind']} forgetting, {u['forget']:,} forgotten / "
         f"{u['retain']:,} retained clips; `su.unlearn.run` seconds, default hyper-parameters, "
         f"fastest of {u.get('repeats', 1)}; the original model trained in "
-        f"{_fmt(u.get('original_seconds'))} s when it was cached):",
+        f"{_fmt(u.get('original_seconds'))} s when it was cached; {_stamp(u)}):",
         "",
         "| method | seconds | fraction of Retrain | diverged |",
         "|---|---:|---:|:---:|",
@@ -205,8 +212,8 @@ def _unlearning_lines(u: dict) -> list[str]:
 def _book_lines(b: dict) -> list[str]:
     lines = [
         "**(c) Executing the book** (each chapter of `_toc.yml` converted with jupytext and run "
-        "with papermill, default parameters, warm caches as a reader would have after the first "
-        f"chapter; run on {b.get('date', '?')}):",
+        "with papermill, default parameters, in one session, so later chapters reuse the models "
+        f"earlier ones cached, as a reader's would; {_stamp(b)}):",
         "",
         "| chapter | seconds | status |",
         "|---|---:|---|",
@@ -220,9 +227,9 @@ def _book_lines(b: dict) -> list[str]:
 
 def _perf_section(name: str, r: dict) -> list[str]:
     lines = [f"## `{name}`: {r.get('corpus', '?')} corpus on `{r['machine']['device']}`", "",
-             f"Run {r.get('date', '?')} with `python benchmarks/perf.py "
-             f"{' '.join(r.get('argv', []))}`.", "",
-             *_machine_lines(r["machine"], r.get("load_average_1m_end")), ""]
+             f"Last run {r.get('date', '?')} with `python benchmarks/perf.py "
+             f"{' '.join(r.get('argv', []))}` (sections it skipped keep earlier numbers).", "",
+             *_machine_lines(r["machine"]), ""]
     if r.get("training"):
         lines += _training_lines(r["training"])
     if r.get("unlearning"):
