@@ -1,0 +1,185 @@
+"""Machinery the unlearning methods share (private: methods import it, users need not).
+
+Teachers (a frozen copy, a re-initialised "incompetent" one), the forget/retain pairing, the
+temperature-scaled KL divergence, SalUn's saliency mask and SSD's diagonal Fisher information,
+plus the optimiser and epoch loop every method uses, so that their differences stay visible.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._runtime import autocast, progress
+from ..data import Batches
+
+#: Where :func:`epoch_loop` keeps the weights from before the current epoch (``run`` restores them).
+SNAPSHOT = "_speechul_last_finite"
+
+
+def is_finite(model: nn.Module) -> bool:
+    """True when every floating parameter and buffer (batch-norm statistics too) is finite."""
+    return all(torch.isfinite(t).all().item() for t in model.state_dict().values()
+               if t.is_floating_point())
+
+
+def epoch_loop(model: nn.Module, n: int, desc: str) -> Iterator[int]:
+    """Epoch numbers with a progress bar, remembering the weights from before each epoch.
+
+    If a step makes the weights (or batch-norm statistics) non-finite, ``run`` restores this
+    copy: a method then returns its last finite weights, never NaN.
+    """
+    for epoch in progress(range(n), desc=desc):
+        if is_finite(model):
+            setattr(model, SNAPSHOT, copy.deepcopy(model.state_dict()))
+        yield epoch
+
+
+def optimizer(model: nn.Module, lr: float, steps: int,
+              ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """Adam without weight decay and a cosine schedule to zero over ``steps``.
+
+    Adam's per-weight step size makes one ``lr`` work for ascent and descent alike; no weight
+    decay, so weights outside a SalUn mask stay exactly as they were.
+    """
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+
+
+def check_range(name: str, value: float, low: float = 0.0, high: float = 1.0) -> None:
+    """Raise ValueError unless ``low <= value <= high`` (weights and fractions)."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A teacher: a copy in eval mode that takes no gradients."""
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def reinitialised(model: nn.Module, seed: int) -> nn.Module:
+    """A frozen copy with freshly initialised weights (Bad Teacher's incompetent teacher).
+
+    Seeded on a forked generator, so the caller's random stream is not disturbed.
+    """
+    fresh = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in fresh.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    return frozen_copy(fresh)
+
+
+def kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+       temperature: float = 1.0) -> torch.Tensor:
+    """KL(teacher || student) of temperature-softened distributions, x T^2 (Hinton et al.).
+
+    Both sides go through log-softmax (never raw logits); the T^2 keeps gradient sizes
+    comparable across temperatures. Logits (B, C) -> scalar.
+    """
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits / t, 1), F.log_softmax(teacher_logits / t, 1),
+                    log_target=True, reduction="batchmean") * t * t
+
+
+def pairs(forget: Batches, retain: Batches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One pass over the longer stream, cycling the shorter: joint (x, y) batches.
+
+    Each yielded batch stacks a retain batch and a forget batch. Forget labels travel encoded
+    as ``-(y + 1)`` so that ``train.one_epoch`` (the one training step) needs no special case;
+    :func:`decode` undoes it inside a loss.
+    """
+    long, short = (retain, forget) if len(retain) >= len(forget) else (forget, retain)
+    if len(short) == 0:
+        raise ValueError("pairs need clips in both the forget and the retain set")
+    cycled = itertools.chain.from_iterable(itertools.repeat(short))
+    for (xa, ya), (xb, yb) in zip(long, cycled, strict=False):
+        (xr, yr), (xf, yf) = ((xa, ya), (xb, yb)) if long is retain else ((xb, yb), (xa, ya))
+        yield torch.cat([xr, xf]), torch.cat([yr, -yf - 1])
+
+
+def mixed(forget: Batches, retain: Batches) -> Batches:
+    """One shuffled pass over forget and retain together, forget labels encoded as in :func:`pairs`.
+
+    Unlike :func:`pairs`, each set appears in proportion to its size (a 10 % forget set fills
+    ~10 % of every batch), as when the two are simply concatenated into one dataset.
+    """
+    labels = retain.y.clone()
+    labels[forget.indices] = -retain.y[forget.indices] - 1
+    seed = int(torch.randint(2**62, (1,), generator=forget.generator))
+    return Batches(retain.x, labels, torch.cat([retain.indices, forget.indices]),
+                   retain.batch_size, seed=seed)
+
+
+def decode(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(is_forget (B,) bool, labels (B,)) from a :func:`pairs` label batch."""
+    is_forget = y < 0
+    return is_forget, torch.where(is_forget, -y - 1, y)
+
+
+def _gradient_sums(model: nn.Module, stream: Batches, square: bool,
+                   desc: str) -> dict[str, torch.Tensor]:
+    """Per-parameter sum over mini-batches of the CE gradient (or its square), in eval mode."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    total = {n: torch.zeros_like(p) for n, p in named}
+    was_training = model.training
+    model.eval()  # batch-norm statistics must not move: these passes only measure
+    device = next(model.parameters()).device
+    for x, y in progress(stream, desc=desc, total=len(stream)):
+        model.zero_grad(set_to_none=True)
+        with autocast(device):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        for n, p in named:
+            if p.grad is not None:
+                total[n] += p.grad.float() ** 2 if square else p.grad.float()
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return total
+
+
+def fixed_order(batches: Batches, *extra: Batches) -> Batches:
+    """The clips of ``batches`` (and ``extra``) in an order that does not touch their generators.
+
+    Measurements (saliency, Fisher) must not shift the batch order a method trains on later.
+    Several streams are shuffled together, seeded from the first stream's seed.
+    """
+    indices = torch.cat([b.indices for b in (batches, *extra)])
+    return Batches(batches.x, batches.y, indices, batches.batch_size,
+                   seed=batches.generator.initial_seed(), shuffle=bool(extra))
+
+
+def saliency_mask(model: nn.Module, forget: Batches, fraction: float) -> dict[str, torch.Tensor]:
+    """SalUn's weight saliency: 1 for the ``fraction`` of weights with the largest |dL_f/dw|.
+
+    The threshold is global over all parameters (Fan et al. 2024): layers that matter more
+    for the forget set get more of the budget. Returns name -> 0/1 tensor shaped like the weight.
+    """
+    grads = _gradient_sums(model, fixed_order(forget), square=False, desc="saliency")
+    saliency = {n: g.abs() for n, g in grads.items()}
+    flat = torch.cat([s.flatten() for s in saliency.values()])
+    k = max(1, round(fraction * len(flat)))
+    threshold = torch.topk(flat, k).values.min()
+    return {n: (s >= threshold).to(s.dtype) for n, s in saliency.items()}
+
+
+def fisher_diagonal(model: nn.Module, stream: Batches,
+                    desc: str = "fisher") -> dict[str, torch.Tensor]:
+    """Diagonal empirical Fisher: mean over mini-batches of the squared CE gradient.
+
+    Mini-batch gradients, as in SSD's code: a batch mixing forget and retain clips dilutes
+    the forget clips' gradient, a forget-only batch concentrates it, which is what lets SSD
+    find the weights specific to the forget set. Returns name -> tensor shaped like the weight.
+    """
+    total = _gradient_sums(model, stream, square=True, desc=desc)
+    return {n: t / max(len(stream), 1) for n, t in total.items()}

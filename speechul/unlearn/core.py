@@ -1,0 +1,163 @@
+"""The registry of unlearning methods and the one front door that runs them.
+
+A method is a plain function ``fn(model, forget, retain, *, hyper-parameters) -> nn.Module``:
+``forget`` and ``retain`` are :class:`~speechul.data.Batches`, and its keyword-only signature *is*
+its configuration (defaults visible in ``help()`` and :func:`defaults`, every value validated and
+recorded). :func:`run` does everything a method should not have to: look-up, validation, a copy
+of the model so the original is never touched, seeded batches, timing, and the divergence guard.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from .. import train
+from .._runtime import Timer, fingerprint, seed_everything
+from ..data import Batches, Split
+from ._shared import SNAPSHOT, is_finite
+
+__all__ = ["METHODS", "register", "defaults", "run", "Unlearned", "INJECTED"]
+
+Method = Callable[..., nn.Module]
+
+#: name -> method; :func:`register` adds to it, :func:`run` looks names up in it.
+METHODS: dict[str, Method] = {}
+
+#: Keyword arguments :func:`run` supplies itself when a method declares them (never user-set):
+#: ``recipe`` (the original's TrainConfig), ``seed`` and ``n_classes``.
+INJECTED = ("recipe", "seed", "n_classes")
+
+# Hyper-parameters that must be strictly positive whichever method declares them.
+_POSITIVE = ("lr", "epochs", "steps", "temperature")
+
+@dataclass(frozen=True)
+class Unlearned:
+    """What :func:`run` returns: the new model and how it was made.
+
+    ``hparams`` are the bound hyper-parameters (defaults filled in); ``diverged`` is True when
+    the method hit a non-finite loss or weights and the last finite weights were returned.
+    """
+
+    model: nn.Module
+    method: str
+    hparams: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    diverged: bool = False
+
+
+def register(fn: Method) -> Method:
+    """Add ``fn`` to :data:`METHODS` under its function name; re-registering replaces.
+
+    Use as a decorator, also in a notebook cell. Replacing a built-in method from another module
+    warns, so a student does not shadow ``scrub`` by accident.
+    """
+    old = METHODS.get(fn.__name__)
+    if old is not None and old.__module__ != fn.__module__ and old.__module__.startswith(
+            "speechul."):
+        warnings.warn(f"replacing the built-in unlearning method {fn.__name__!r}", stacklevel=2)
+    METHODS[fn.__name__] = fn
+    return fn
+
+
+def _lookup(name: str) -> Method:
+    if name not in METHODS:
+        raise KeyError(f"unknown unlearning method {name!r}; known: {sorted(METHODS)}")
+    return METHODS[name]
+
+
+def _keyword_only(fn: Method) -> dict[str, inspect.Parameter]:
+    return {n: p for n, p in inspect.signature(fn).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def defaults(name: str) -> dict[str, Any]:
+    """The tunable hyper-parameters of method ``name`` and their defaults."""
+    params = _keyword_only(_lookup(name))
+    return {n: p.default for n, p in params.items()
+            if n not in INJECTED and p.default is not inspect.Parameter.empty}
+
+
+def _bind(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
+    """Check ``hparams`` against the method's signature; return all of them, defaults filled."""
+    params = _keyword_only(_lookup(name))
+    tunable = [n for n in params if n not in INJECTED]
+    unknown = sorted(set(hparams) - set(tunable))
+    if unknown:
+        raise TypeError(f"method {name!r} has no hyper-parameter {unknown}; valid: {tunable}")
+    bound = {n: hparams.get(n, params[n].default) for n in tunable}
+    missing = [n for n, v in bound.items() if v is inspect.Parameter.empty]
+    if missing:
+        raise TypeError(f"method {name!r} needs values for {missing}")
+    for key in _POSITIVE:
+        value = bound.get(key)
+        if value is not None and not (isinstance(value, (int, float)) and value > 0):
+            raise ValueError(f"{name}: {key} must be positive, got {value!r}")
+    return bound
+
+
+def _stream_seed(seed: int, name: str) -> int:
+    """Independent, repeatable batch orders for the forget and retain streams of one seed."""
+    return int(fingerprint(seed, name), 16) % 2**62
+
+
+def _settle(name: str, out: nn.Module, passed: nn.Module, original: nn.Module,
+            reason: str | None) -> tuple[nn.Module, bool]:
+    """Return finite weights and whether the method diverged; warn when it did."""
+    snapshot = passed.__dict__.pop(SNAPSHOT, None)
+    out.__dict__.pop(SNAPSHOT, None)
+    if reason is None and is_finite(out):
+        return out, False
+    if not is_finite(out):
+        reason = reason or "its weights became non-finite"
+        if snapshot is not None:
+            passed.load_state_dict(snapshot)
+            out = passed
+        else:
+            out = copy.deepcopy(original)
+    warnings.warn(f"unlearning method {name!r} diverged ({reason}); it returned its last finite "
+                  "weights (check its learning rate)", RuntimeWarning, stacklevel=3)
+    return out, True
+
+
+def run(method: str, original: train.Trained, split: Split, *, seed: int = 0,
+        batch_size: int | None = None, **hparams: Any) -> Unlearned:
+    """Unlearn ``split.forget`` from a copy of ``original.model`` with a registered method.
+
+    Args:
+        method: a key of :data:`METHODS`, e.g. ``"finetune"``, ``"scrub"``, ``"retrain"``.
+        original: the trained model (``train.original``); never modified.
+        split: the forget request (``data.forget_split``).
+        seed: seeds the batch orders and any randomness of the method.
+        batch_size: of the forget and retain batches (default: the original recipe's).
+        **hparams: the method's hyper-parameters; the rest take :func:`defaults`.
+    Raises:
+        KeyError: unknown method; TypeError: unknown hyper-parameter; ValueError: bad value.
+    """
+    fn = _lookup(method)
+    bound = _bind(method, hparams)
+    batch_size = batch_size or original.recipe.batch_size
+    corpus = split.corpus
+    forget, retain = (Batches(corpus.x, corpus.y, split.subset(name), batch_size,
+                              seed=_stream_seed(seed, name)) for name in ("forget", "retain"))
+    given = {"recipe": original.recipe, "seed": seed, "n_classes": corpus.n_classes}
+    injected = {k: v for k, v in given.items() if k in _keyword_only(fn)}
+    model = copy.deepcopy(original.model)
+    seed_everything(seed)
+    reason = None
+    with Timer() as timer:
+        try:
+            out = fn(model, forget=forget, retain=retain, **bound, **injected)
+        except train.Diverged as err:
+            out, reason = model, str(err)
+    if not isinstance(out, nn.Module):
+        raise TypeError(f"method {method!r} returned {type(out).__name__}, not an nn.Module")
+    out, diverged = _settle(method, out, model, original.model, reason)
+    return Unlearned(out.eval(), method, bound, timer.seconds, diverged)
+

@@ -1,0 +1,241 @@
+"""The unlearning methods: one short function each, registered by name.
+
+Every method receives a *copy* of the original model (``run`` makes it), the forget and retain
+:class:`~speechul.data.Batches`, and its hyper-parameters by keyword; it returns the unlearned
+model. Gradient steps all go through ``train.one_epoch``; what differs between methods is the
+loss, the data it sees and, for SSD, that there is no gradient step at all.
+
+Defaults were tuned on the embedded corpus with validation clips only (see ``book/03``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import train
+from ..data import Batches
+from . import _shared as S
+from .core import register
+
+__all__ = ["retrain", "finetune", "gradient_ascent", "neggrad_plus", "random_labels",
+           "bad_teacher", "scrub", "salun", "l1_sparse", "ssd"]
+
+
+@register
+def retrain(model: nn.Module, forget: Batches, retain: Batches, *,
+            recipe: train.TrainConfig, seed: int, n_classes: int) -> nn.Module:
+    """Exact unlearning: train a fresh model on the retained data with the original recipe.
+
+    The reference every approximate method is measured against (Cao and Yang 2015). Same seed,
+    same batch order as ``train.train_on(corpus, split.retain, recipe, seed)``: bitwise on CPU.
+    ``run`` supplies ``recipe``, ``seed`` and ``n_classes``; there is nothing to tune.
+    """
+    fresh = train.fresh_model(recipe, n_classes, retain.x.device, seed)
+    batches = Batches(retain.x, retain.y, retain.indices, recipe.batch_size, seed=seed)
+    train.fit(fresh, batches, recipe, desc="retrain")
+    return fresh
+
+
+@register
+def finetune(model: nn.Module, forget: Batches, retain: Batches, *,
+             epochs: int = 2, lr: float = 3e-3) -> nn.Module:
+    """Fine-tune on the retained data only and rely on catastrophic forgetting.
+
+    The simplest baseline (Warnecke et al. 2023 and most benchmarks since); it never looks at
+    the forget set. Args: epochs over the retain set; lr of Adam (cosine to zero).
+    """
+    opt, sched = S.optimizer(model, lr, epochs * len(retain))
+    for _ in S.epoch_loop(model, epochs, "finetune"):
+        train.one_epoch(model, retain, train.cross_entropy, opt, scheduler=sched)
+    return model
+
+
+@register
+def gradient_ascent(model: nn.Module, forget: Batches, retain: Batches, *,
+                    epochs: int = 3, lr: float = 3e-4) -> nn.Module:
+    """NegGrad: climb the loss on the forget set (gradient ascent on cross-entropy).
+
+    Fast and aggressive: nothing anchors the retained knowledge, so too many steps destroy the
+    model (Golatkar et al. 2020; Thudi et al. 2022). Args: epochs over the forget set; lr.
+    """
+    opt, sched = S.optimizer(model, lr, epochs * len(forget))
+    ascent = lambda m, x, y: -F.cross_entropy(m(x), y)  # noqa: E731
+    for _ in S.epoch_loop(model, epochs, "gradient ascent"):
+        train.one_epoch(model, forget, ascent, opt, scheduler=sched)
+    return model
+
+
+@register
+def neggrad_plus(model: nn.Module, forget: Batches, retain: Batches, *,
+                 epochs: int = 1, lr: float = 1e-3, alpha: float = 0.99) -> nn.Module:
+    """NegGrad+: descend on retain and ascend on forget in the same step (Kurmanji et al. 2023).
+
+    Loss per joint batch: alpha * CE(retain) - (1 - alpha) * CE(forget). Args: epochs over the
+    longer of the two sets (the shorter cycles); lr; alpha in [0, 1], the weight of retain.
+    """
+    S.check_range("alpha", alpha)
+
+    def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        is_forget, labels = S.decode(y)
+        ce = F.cross_entropy(m(x), labels, reduction="none")
+        return alpha * ce[~is_forget].mean() - (1 - alpha) * ce[is_forget].mean()
+
+    opt, sched = S.optimizer(model, lr, epochs * max(len(forget), len(retain)))
+    for _ in S.epoch_loop(model, epochs, "neggrad+"):
+        train.one_epoch(model, S.pairs(forget, retain), loss_fn, opt, scheduler=sched)
+    return model
+
+
+def _relabel(model: nn.Module, forget: Batches, retain: Batches, *, epochs: int, lr: float,
+             seed: int, n_classes: int, mask: dict[str, torch.Tensor] | None,
+             desc: str) -> nn.Module:
+    """Train on retain (true labels) and forget (a random *wrong* label each time) mixed."""
+    g = torch.Generator().manual_seed(seed)
+    both = S.mixed(forget, retain)
+
+    def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        is_forget, labels = S.decode(y)
+        shift = torch.randint(1, n_classes, (len(y),), generator=g).to(y.device)
+        wrong = (labels + shift) % n_classes  # any class but the true one
+        return F.cross_entropy(m(x), torch.where(is_forget, wrong, labels))
+
+    opt, sched = S.optimizer(model, lr, epochs * len(both))
+    for _ in S.epoch_loop(model, epochs, desc):
+        train.one_epoch(model, both, loss_fn, opt, scheduler=sched, mask=mask)
+    return model
+
+
+@register
+def random_labels(model: nn.Module, forget: Batches, retain: Batches, *,
+                  epochs: int = 1, lr: float = 5e-4, seed: int, n_classes: int) -> nn.Module:
+    """Relabel the forget clips with random wrong labels and train on them with the retain set.
+
+    Confuses the model on exactly the forgotten clips while the retain set keeps the rest
+    (Golatkar et al. 2020; "RL" in Fan et al. 2024). Args: epochs over forget + retain; lr.
+    """
+    return _relabel(model, forget, retain, epochs=epochs, lr=lr, seed=seed, n_classes=n_classes,
+                    mask=None, desc="random labels")
+
+
+@register
+def bad_teacher(model: nn.Module, forget: Batches, retain: Batches, *,
+                epochs: int = 1, lr: float = 1e-3, temperature: float = 1.0,
+                seed: int) -> nn.Module:
+    """Distil from two teachers: the original on retain, a random network on forget.
+
+    Chundawat et al. (2023): the student (a copy of the original) is pulled towards an
+    *incompetent* teacher's outputs on forget clips and the competent one's on retain clips.
+    Args: epochs over forget + retain; lr; temperature of the KL (on log-softmax, x T^2).
+    """
+    good, bad = S.frozen_copy(model), S.reinitialised(model, seed)
+    both = S.mixed(forget, retain)
+
+    def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        is_forget, _ = S.decode(y)
+        with torch.no_grad():
+            target = torch.where(is_forget[:, None], bad(x), good(x))
+        return S.kl(m(x), target, temperature)
+
+    opt, sched = S.optimizer(model, lr, epochs * len(both))
+    for _ in S.epoch_loop(model, epochs, "bad teacher"):
+        train.one_epoch(model, both, loss_fn, opt, scheduler=sched)
+    return model
+
+
+@register
+def scrub(model: nn.Module, forget: Batches, retain: Batches, *, epochs: int = 2,
+          max_steps: int = 2, lr: float = 3e-3, alpha: float = 1.0, gamma: float = 1.0,
+          temperature: float = 4.0) -> nn.Module:
+    """SCRUB: move away from the original on forget, stay close to it on retain.
+
+    Kurmanji et al. (2023). Each epoch, while ``epoch < max_steps``, a *max* pass on forget
+    raises KL(original || student); then a *min* pass on retain lowers
+    gamma * CE + alpha * KL(original || student). One optimizer spans both passes.
+    Args: epochs; max_steps (epochs with a max pass, >= 0); lr; alpha; gamma; temperature.
+    """
+    if not (isinstance(max_steps, int) and 0 <= max_steps <= epochs):
+        raise ValueError(f"max_steps must be an int in [0, epochs={epochs}], got {max_steps!r}")
+    teacher = S.frozen_copy(model)
+
+    def forget_loss(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = teacher(x)
+        return -S.kl(m(x), target, temperature)
+
+    def retain_loss(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = teacher(x)
+        logits = m(x)
+        return gamma * F.cross_entropy(logits, y) + alpha * S.kl(logits, target, temperature)
+
+    opt, sched = S.optimizer(model, lr, max_steps * len(forget) + epochs * len(retain))
+    for epoch in S.epoch_loop(model, epochs, "scrub"):
+        if epoch < max_steps:
+            train.one_epoch(model, forget, forget_loss, opt, scheduler=sched)
+        train.one_epoch(model, retain, retain_loss, opt, scheduler=sched)
+    return model
+
+
+@register
+def salun(model: nn.Module, forget: Batches, retain: Batches, *, fraction: float = 0.5,
+          epochs: int = 1, lr: float = 1e-3, seed: int, n_classes: int) -> nn.Module:
+    """SalUn: random-label unlearning that updates only the weights salient for the forget set.
+
+    Fan et al. (2024): saliency = |gradient of the forget loss|; the top ``fraction`` of
+    weights (globally) may move, the rest are frozen by a gradient mask.
+    ``salun(fraction=1.0)`` is :func:`random_labels`. Args: fraction in (0, 1]; epochs; lr.
+    """
+    S.check_range("fraction", fraction)
+    if fraction == 0:
+        raise ValueError("fraction must be > 0: a SalUn mask of no weights cannot unlearn")
+    mask = S.saliency_mask(model, forget, fraction)
+    return _relabel(model, forget, retain, epochs=epochs, lr=lr, seed=seed, n_classes=n_classes,
+                    mask=mask, desc="salun")
+
+
+@register
+def l1_sparse(model: nn.Module, forget: Batches, retain: Batches, *, epochs: int = 2,
+              lr: float = 3e-3, l1: float = 2e-4) -> nn.Module:
+    """Fine-tune on retain with an L1 penalty that decays linearly to zero.
+
+    Jia et al. (2023): a sparser model forgets more easily; the penalty is strongest at the
+    start. Args: epochs over retain; lr; l1, the initial penalty weight on sum |w|.
+    """
+    S.check_range("l1", l1, 0.0, 1.0)
+    opt, sched = S.optimizer(model, lr, epochs * len(retain))
+
+    def loss_with(strength: float) -> train.LossFn:
+        def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            penalty = sum(p.abs().sum() for p in m.parameters() if p.requires_grad)
+            return F.cross_entropy(m(x), y) + strength * penalty
+        return loss_fn
+
+    for epoch in S.epoch_loop(model, epochs, "l1-sparse"):
+        train.one_epoch(model, retain, loss_with(l1 * (1 - epoch / epochs)), opt, scheduler=sched)
+    return model
+
+
+@register
+def ssd(model: nn.Module, forget: Batches, retain: Batches, *, selection: float = 50.0,
+        dampening: float = 1.0) -> nn.Module:
+    """Selective Synaptic Dampening: shrink weights far more important to forget than to all data.
+
+    Foster et al. (2024). With diagonal Fisher information F_f (forget) and F_D (all training
+    data = forget + retain), every weight with F_f > selection * F_D is multiplied by
+    min(dampening * F_D / F_f, 1). No gradient step. Args: selection (the paper's alpha),
+    dampening (lambda); both > 0.
+    """
+    if not (selection > 0 and dampening > 0):
+        raise ValueError(f"selection and dampening must be positive, got {selection}, {dampening}")
+    f_forget = S.fisher_diagonal(model, S.fixed_order(forget), desc="fisher (forget)")
+    f_all = S.fisher_diagonal(model, S.fixed_order(forget, retain), desc="fisher (all)")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name not in f_forget:
+                continue
+            ff, fd = f_forget[name], f_all[name]
+            factor = (dampening * fd / ff.clamp_min(1e-30)).clamp(max=1.0)
+            p.mul_(torch.where(ff > selection * fd, factor, torch.ones_like(factor)).to(p.dtype))
+    return model
