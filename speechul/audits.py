@@ -132,8 +132,6 @@ def lira_scores(model: nn.Module, shadow: Shadows, corpus: Corpus, indices: torc
     of the IN and OUT shadows and pooled standard deviations. Offline (no IN shadows needed):
     log Phi((phi - mu_out) / sigma_out), how far above the OUT distribution phi sits.
     """
-    from scipy.stats import norm
-
     idx = indices.cpu()
     phi = logit_confidence(model, corpus, indices).numpy()
     scores, keep = shadow.scores[:, idx].numpy(), shadow.keep[:, idx].numpy()
@@ -144,7 +142,7 @@ def lira_scores(model: nn.Module, shadow: Shadows, corpus: Corpus, indices: torc
     mu_out = np.nanmedian(np.where(out, scores, np.nan), 0)
     sd_out = _pooled_std(scores, out)
     if not online:
-        return norm.logcdf((phi - mu_out) / sd_out)
+        return torch.special.log_ndtr(torch.from_numpy((phi - mu_out) / sd_out)).numpy()
     mu_in = np.nanmedian(np.where(keep, scores, np.nan), 0)
     sd_in = _pooled_std(scores, keep)
     return _gaussian_logpdf(phi, mu_in, sd_in) - _gaussian_logpdf(phi, mu_out, sd_out)
