@@ -43,6 +43,15 @@ def test_metric_bars_draws_methods_and_reference(table):
     plt.close(fig)
 
 
+def test_metric_bars_without_reference_draws_every_method(table):
+    fig = results.metric_bars(table, metrics=("test_acc",), reference=None)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["retrain", "finetune", "scrub"]
+    assert not [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+    assert ax.get_legend() is None
+    plt.close(fig)
+
+
 def test_metric_bars_rejects_unknown_metric(table):
     with pytest.raises(ValueError, match="no column 'nope'"):
         results.metric_bars(table, metrics=("nope",))

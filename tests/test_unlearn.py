@@ -124,6 +124,11 @@ def test_bad_config_is_rejected(tiny_original, sample_split, hparams, error, mes
         unlearn.run("finetune", tiny_original, sample_split, **hparams)
 
 
+def test_bad_batch_size_is_rejected(tiny_original, sample_split):
+    with pytest.raises(ValueError, match="batch_size"):
+        unlearn.run("finetune", tiny_original, sample_split, batch_size=0)
+
+
 @pytest.mark.parametrize("name, hparams", [("neggrad_plus", {"alpha": 1.5}),
                                            ("salun", {"fraction": 0.0}),
                                            ("scrub", {"max_steps": 9})])

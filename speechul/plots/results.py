@@ -60,7 +60,7 @@ def metric_bars(table: Any, metrics: Sequence[str] = ("forget_acc", "retain_acc"
                              layout="constrained")
     for ax, metric in zip(axes.flat, metrics, strict=False):
         stats = _stats(table, metric) * _scale(metric)
-        others = stats.drop(index=reference, errors="ignore")
+        others = stats[stats.index != reference]
         colors = plt.cm.tab10(np.arange(len(others)) % 10)
         ax.bar(range(len(others)), others["mean"], yerr=others["std"], color=colors, capsize=3)
         ax.set_xticks(range(len(others)), others.index, rotation=60, ha="right", fontsize=8)

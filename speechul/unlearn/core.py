@@ -142,7 +142,7 @@ def run(method: str, original: train.Trained, split: Split, *, seed: int = 0,
     """
     fn = _lookup(method)
     bound = _bind(method, hparams)
-    batch_size = batch_size or original.recipe.batch_size
+    batch_size = original.recipe.batch_size if batch_size is None else batch_size
     corpus = split.corpus
     forget, retain = (Batches(corpus.x, corpus.y, split.subset(name), batch_size,
                               seed=_stream_seed(seed, name)) for name in ("forget", "retain"))
