@@ -46,13 +46,27 @@ def _label(metric: str) -> str:
     return _LABELS.get(metric, metric.replace("_", " ")) + unit
 
 
+def _zoom(stats: pd.DataFrame, ref: pd.Series | None) -> tuple[float, float]:
+    """Y-limits that show differences of a point or two: the values' range, padded, from >= 0.
+
+    Accuracies near 100 would otherwise all look alike; the reference line carries the meaning.
+    """
+    values = [*(stats["mean"] - stats["std"]), *(stats["mean"] + stats["std"])]
+    if ref is not None:
+        values += [ref["mean"] - ref["std"], ref["mean"] + ref["std"]]
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    pad = 0.3 * (high - low) + 0.05 * max(abs(high), 1.0)
+    return max(0.0, low - pad) if low >= 0 else low - pad, high + pad
+
+
 def metric_bars(table: Any, metrics: Sequence[str] = ("forget_acc", "retain_acc", "test_acc",
                                                       "mia_efficacy"),
                 reference: str | None = "retrain", ncols: int | None = None) -> Figure:
     """One panel per metric: a bar per method (std over seeds), Retrain as a dashed line.
 
     The reference is a line, not a bar, because it is the target: the best bar is the one
-    that *touches* the line, not the tallest.
+    that *touches* the line, not the tallest. The y-axis is zoomed to the values (it need not
+    start at 0), so that differences of a point are visible.
     """
     ncols = ncols or len(metrics)
     nrows = -(-len(metrics) // ncols)
@@ -70,6 +84,8 @@ def metric_bars(table: Any, metrics: Sequence[str] = ("forget_acc", "retain_acc"
             ax.axhspan(ref["mean"] - ref["std"], ref["mean"] + ref["std"], color="grey",
                        alpha=0.2, linewidth=0)
             ax.legend(loc="lower right", fontsize=8)
+        low, high = _zoom(others, stats.loc[reference] if reference in stats.index else None)
+        ax.set_ylim(low, min(high, 101.0) if _scale(metric) == 100.0 else high)  # <= 100 points
         ax.set_title(_label(metric), fontsize=10)
     for ax in list(axes.flat)[len(metrics):]:
         ax.set_visible(False)
@@ -98,9 +114,10 @@ def gap_vs_time(table: Any, reference: str | None = "retrain", ax: Axes | None =
     if reference is not None and reference in seconds.index:
         ax.axvline(seconds.loc[reference, "mean"], color="black", linestyle="--",
                    label=f"{reference} ({seconds.loc[reference, 'mean']:.0f} s)")
-        ax.legend(loc="upper left", fontsize=8)
+        ax.legend(loc="lower left", fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("seconds (log scale)")
     ax.set_ylabel(_label("gap_mean"))
-    ax.set_ylim(bottom=0)
+    top = float(np.nanmax(gap["mean"] + gap["std"])) if len(gap) else 1.0
+    ax.set_ylim(0, 1.2 * top + 0.5)  # room for the labels above the highest point
     return fig
