@@ -72,7 +72,9 @@ def reinitialised(model: nn.Module, seed: int) -> nn.Module:
     Seeded on a forked generator, so the caller's random stream is not disturbed.
     """
     fresh = copy.deepcopy(model)
-    with torch.random.fork_rng(devices=[]):
+    device = next(fresh.parameters()).device
+    cuda = [device] if device.type == "cuda" else []  # CUDA weights draw from the CUDA RNG
+    with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         for module in fresh.modules():
             if hasattr(module, "reset_parameters"):
