@@ -154,3 +154,17 @@ def test_quiet_wait_is_bounded():
     start = time.monotonic()
     report.wait_for_quiet(0, log=lambda _: None, threshold=-10)  # 0: never waits
     assert time.monotonic() - start < 0.1
+
+
+@pytest.mark.book
+def test_book_timing_records_failures_without_stopping(tmp_path):
+    perf = _import("perf")
+    header = ("---\njupytext:\n  text_representation: {extension: .md, format_name: myst}\n"
+              "kernelspec: {display_name: Python 3, language: python, name: python3}\n---\n")
+    good, bad = tmp_path / "good.md", tmp_path / "bad.md"
+    good.write_text(header + "# Good\n\n```{code-cell} ipython3\nx = 1 + 1\n```\n")
+    bad.write_text(header + "# Bad\n\n```{code-cell} ipython3\nraise ValueError('boom')\n```\n")
+    ok = perf._run_chapter(good, tmp_path, timeout=120)
+    failed = perf._run_chapter(bad, tmp_path, timeout=120)
+    assert ok["ok"] and ok["error"] == "" and _positive(ok["seconds"])
+    assert not failed["ok"] and "boom" in failed["error"] and _positive(failed["seconds"])
