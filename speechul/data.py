@@ -11,6 +11,7 @@ To add a dataset, write a function that returns a :class:`Source` and add it to 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -213,13 +214,24 @@ def _embedded(size: str = "default", cache: str | os.PathLike | None = None) -> 
     )
 
 
+# A chapter's ``SIZE`` parameter on a real corpus: at most this many clips per class (or speaker)
+# and part, so "tiny" and "small" stay quick subsets; None or "default" keeps everything.
+REAL_SIZES: dict[str | None, int | None] = {None: None, "default": None, "small": 200, "tiny": 40}
+
+
 def _real(name: str) -> Callable[..., Source]:
     """Real corpora live in ``speechul.datasets``; imported only when asked for."""
 
-    def loader(**kwargs: object) -> Source:
+    def loader(size: str | None = None, **kwargs: object) -> Source:
         from . import datasets
 
-        return getattr(datasets, name)(**kwargs)
+        fn = getattr(datasets, name)
+        cap = next((p for p in inspect.signature(fn).parameters if p.startswith("max_per_")), None)
+        if size not in REAL_SIZES:
+            raise ValueError(f"unknown size {size!r} for {name}; known: {list(REAL_SIZES)}")
+        if REAL_SIZES[size] is not None and cap is not None and cap not in kwargs:
+            kwargs[cap] = REAL_SIZES[size]  # a chapter's SIZE means "a quick subset" here too
+        return fn(**kwargs)
 
     loader.__name__ = name
     return loader

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from torch import nn
 
 from . import data, metrics, train, unlearn
@@ -160,6 +161,13 @@ def _append(results: Path | None, row: dict) -> None:
         os.fsync(handle.fileno())
 
 
+def _with_threads(fn: Any, threads: int, *args: Any) -> Any:
+    """Run ``fn`` with the driver's torch thread count: CPU float sums depend on how work is
+    split between threads, and Ray workers default to one thread."""
+    torch.set_num_threads(threads)
+    return fn(*args)
+
+
 def _ray_rows(setting: Setting, todo: list[tuple[str, int]], address: str) -> Iterable[dict]:
     """Run the (method, seed) pairs as Ray tasks; references first, since methods need them."""
     try:
@@ -170,10 +178,10 @@ def _ray_rows(setting: Setting, todo: list[tuple[str, int]], address: str) -> It
     env = {"SPEECHUL_CACHE": str(cache_dir()), "SPEECHUL_QUIET": "1"}
     ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
              runtime_env={"env_vars": env}, include_dashboard=False, log_to_driver=False)
-    task = ray.remote(run_one)
+    task, threads = ray.remote(_with_threads), torch.get_num_threads()
     for seed in sorted({s for _, s in todo}):  # train each seed's original and Retrain once
-        ray.get(ray.remote(reference).remote(setting, seed))
-    pending = [task.remote(setting, m, s) for m, s in todo]
+        ray.get(task.remote(reference, threads, setting, seed))
+    pending = [task.remote(run_one, threads, setting, m, s) for m, s in todo]
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
         yield ray.get(done[0])
