@@ -17,11 +17,12 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check speechul tests
+	$(BIN)/ruff check speechul tests scripts benchmarks
 	$(BIN)/python -m pytest -ra
 
 book: $(STAMP)
-	$(BIN)/jupyter-book build . --all
+	$(BIN)/python scripts/notebooks.py --check
+	SPEECHUL_QUIET=1 $(BIN)/jupyter-book build . --all
 
 clean:
 	rm -rf _build

@@ -59,8 +59,9 @@ def _toc_entries(node: dict | list) -> list[str]:
 
 
 def chapters(root: Path = ROOT) -> list[Path]:
-    """The chapters listed in ``_toc.yml`` (everything but the root page), as ``.md`` paths.
+    """The notebook chapters listed in ``_toc.yml`` (``book/NN_name``), as ``.md`` paths.
 
+    Plain pages (the root page, references, course pages) are not notebooks and are left out.
     A listed chapter that does not exist yet is returned anyway: callers report it.
     """
     toc = yaml.safe_load((root / "_toc.yml").read_text())
@@ -69,6 +70,8 @@ def chapters(root: Path = ROOT) -> list[Path]:
     out = []
     for entry in _toc_entries({k: v for k, v in toc.items() if k in ("chapters", "parts")}):
         path = root / entry
+        if not re.fullmatch(r"\d\d_\w+", Path(entry).stem):
+            continue
         out.append(path if path.suffix else path.with_suffix(".md"))
     return out
 

@@ -7,10 +7,27 @@ A notebook needs only this import::
     original = su.train.original(corpus, su.train.TrainConfig(epochs=20))
 """
 
-from . import data, features, metrics, models, plots, probes, synth, train, widgets
+from . import (
+    audits,
+    data,
+    digits,
+    experiments,
+    features,
+    metrics,
+    models,
+    plots,
+    probes,
+    sisa,
+    synth,
+    train,
+    unlearn,
+    widgets,
+)
 from ._runtime import default_device, seed_everything
+from .metrics import evaluate
 
 __version__ = "0.1.0"
 
-__all__ = ["data", "features", "metrics", "models", "plots", "probes", "synth", "train", "widgets",
-           "default_device", "seed_everything"]
+__all__ = ["audits", "data", "digits", "experiments", "features", "metrics", "models", "plots",
+           "probes", "sisa", "synth", "train", "unlearn", "widgets", "default_device", "evaluate",
+           "seed_everything"]
