@@ -15,28 +15,31 @@ layout torchaudio downloads to. Nothing is downloaded unless ``download=True``.
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
-import hashlib
 import os
-import socket
-import urllib.error
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-import torch
 import torchaudio
 
-from ._runtime import cache_dir, fingerprint, progress
+from ._audiofiles import (
+    FRACTIONS,
+    SAMPLE_RATE,
+    Row,
+    _cap,
+    _download_guard,
+    _missing,
+    _source,
+    _split_per_group,
+    _walk,
+)
+from ._runtime import cache_dir
 from .data import PARTS, Source
 
-__all__ = ["SUPERB_KEYWORDS", "UNKNOWN", "SILENCE", "BACKGROUND", "data_root", "speech_commands",
-           "librispeech", "voxceleb1"]
+__all__ = ["SAMPLE_RATE", "SUPERB_KEYWORDS", "UNKNOWN", "SILENCE", "BACKGROUND", "data_root",
+           "speech_commands", "librispeech", "voxceleb1"]
 
-SAMPLE_RATE = 16_000
 SUPERB_KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 UNKNOWN, SILENCE = "_unknown_", "_silence_"
 BACKGROUND = "_background_"  # the "speaker" of silence clips cut from the noise recordings
@@ -47,9 +50,6 @@ LIBRISPEECH_SUBSETS = ("dev-clean", "dev-other", "test-clean", "test-other", "tr
 LIBRISPEECH_URL = "http://www.openslr.org/resources/12/{}.tar.gz"
 VOX_SPLIT_URL = "https://www.robots.ox.ac.uk/~vgg/data/voxceleb/meta/iden_split.txt"
 VOX_PAGE = "https://www.robots.ox.ac.uk/~vgg/data/voxceleb/vox1.html"
-FRACTIONS = (0.8, 0.1, 0.1)  # train/val/test share where speechul makes the split itself
-# (relative path, slot, slots, lo, hi): one clip = window ``slot`` of ``slots`` in [lo, hi).
-Row = tuple[str, int, int, float, float]
 
 
 def data_root(root: str | os.PathLike | None = None,
@@ -58,151 +58,6 @@ def data_root(root: str | os.PathLike | None = None,
     if root is None:
         root = os.environ.get("SPEECHUL_DATA") or cache_dir(cache) / "datasets"
     return Path(root).expanduser()
-
-
-# --------------------------------------------------------------------------- reading audio
-
-
-def _read_clip(path: Path, slot: int, slots: int, lo: float, hi: float, length: int) -> np.ndarray:
-    """One clip as float32 (length,): window ``slot`` of ``slots`` in [lo, hi) of the file.
-
-    Raises ValueError naming the file when it is unreadable or not 16 kHz: a silently resampled
-    or skipped clip would change the corpus without anyone noticing.
-    """
-    try:
-        with sf.SoundFile(str(path)) as handle:
-            if handle.samplerate != SAMPLE_RATE:
-                raise ValueError(f"{path} has a sample rate of {handle.samplerate} Hz; speechul "
-                                 f"expects {SAMPLE_RATE} Hz (resample the dataset first)")
-            first, last = int(lo * handle.frames), int(hi * handle.frames)
-            start = first + max(0, last - first - length) * (slot + 1) // (slots + 1)
-            handle.seek(start)
-            wave = handle.read(min(length, last - start), dtype="float32", always_2d=True)
-    except (RuntimeError, sf.SoundFileError) as err:
-        raise ValueError(f"cannot read audio file {path}: {err}") from None
-    wave = wave.mean(axis=1)  # multi-channel files are mixed down to mono
-    return np.pad(wave, (0, length - len(wave)))
-
-
-def _wave_loader(base: Path, rows: Sequence[Row], seconds: float,
-                 workers: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``load_waves`` for a Source: (B,) indices -> (B, samples) float32, reading only those files.
-
-    Files are read on a few threads: libsndfile releases the GIL, and real corpora are many small
-    files, so reading is bound by file-system latency rather than by the CPU.
-    """
-    length = round(seconds * SAMPLE_RATE)
-    workers = workers or min(8, os.cpu_count() or 1)
-
-    def read(i: int) -> np.ndarray:
-        path, slot, slots, lo, hi = rows[i]
-        return _read_clip(base / path, slot, slots, lo, hi, length)
-
-    def load_waves(indices: torch.Tensor) -> torch.Tensor:
-        ids = [int(i) for i in torch.as_tensor(indices).flatten()]
-        if len(ids) < 4 * workers:
-            waves = [read(i) for i in ids]
-        else:
-            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-                waves = list(pool.map(read, ids))
-        return torch.from_numpy(np.stack(waves)) if waves else torch.zeros(0, length)
-
-    return load_waves
-
-
-def _encode(values: Sequence[str], names: tuple[str, ...]) -> torch.Tensor:
-    lookup = {n: i for i, n in enumerate(names)}
-    return torch.tensor([lookup[v] for v in values], dtype=torch.long)
-
-
-def _source(name: str, base: Path, rows: list[Row], labels: dict[str, list[str]],
-            names: dict[str, tuple[str, ...]], part: list[int], seconds: float,
-            options: dict) -> Source:
-    """Labels as strings -> a Source whose key fingerprints the exact clip list and options.
-
-    The key includes the dataset's absolute folder: the same file names elsewhere may hold
-    other audio, and a stale feature cache must never be reused for it.
-    """
-    key = fingerprint(name, str(base.resolve()), options, rows, part, labels, "datasets-v1")
-    return Source(name=name, key=key,
-                  labels={task: _encode(values, names[task]) for task, values in labels.items()},
-                  names=names, part=torch.tensor(part, dtype=torch.long),
-                  load_waves=_wave_loader(base, rows, seconds), sample_rate=SAMPLE_RATE)
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _hash_order(keys: Sequence[str]) -> list[int]:
-    """Positions of ``keys`` in a stable pseudo-random order (sha1 of the key).
-
-    Used wherever a subset must be picked: it is reproducible on every machine and independent
-    of the file system's listing order.
-    """
-    return sorted(range(len(keys)), key=lambda i: hashlib.sha1(keys[i].encode()).hexdigest())
-
-
-def _cap(keys: Sequence[str], groups: Sequence[object], limit: int | None) -> list[int]:
-    """Indices to keep so that each group has at most ``limit`` items (hash-ordered picks)."""
-    if limit is None:
-        return list(range(len(keys)))
-    if limit < 1:
-        raise ValueError(f"a per-class/per-speaker limit must be >= 1, got {limit}")
-    seen: dict[object, int] = {}
-    keep = []
-    for i in _hash_order(keys):
-        seen[groups[i]] = seen.get(groups[i], 0) + 1
-        if seen[groups[i]] <= limit:
-            keep.append(i)
-    return sorted(keep)
-
-
-def _split_per_group(keys: Sequence[str], groups: Sequence[object]) -> list[int]:
-    """Part (0/1/2) of each item: within every group, hash-ordered 80/10/10 train/val/test.
-
-    A group with 3 or more items always gets at least one validation and one test item, so
-    every speaker can be evaluated.
-    """
-    members: dict[object, list[int]] = {}
-    for i in _hash_order(keys):
-        members.setdefault(groups[i], []).append(i)
-    part = [0] * len(keys)
-    for items in members.values():
-        n = len(items)
-        n_held = max(1, round(FRACTIONS[1] * n)) if n >= 3 else 0
-        for rank, i in enumerate(items):
-            part[i] = 2 if rank < n_held else 1 if rank < 2 * n_held else 0
-    return part
-
-
-def _missing(what: str, expected: Path, how: str) -> FileNotFoundError:
-    return FileNotFoundError(f"{what} not found: expected {expected}. {how}")
-
-
-@contextlib.contextmanager
-def _download_guard(what: str, url: str, enabled: bool = True,
-                    timeout: float = 60.0) -> Iterator[None]:
-    """Turn a stalled or failed download into one clear error instead of a hang or traceback.
-
-    Only active when downloading: otherwise an OSError is a local problem and passes unchanged.
-    """
-    if not enabled:
-        yield
-        return
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)
-    try:
-        yield
-    except (urllib.error.URLError, OSError) as err:
-        raise ConnectionError(f"downloading {what} from {url} failed ({err}). Check the network, "
-                              f"or download it on a connected machine and copy it here.") from None
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
-def _walk(dataset: object, desc: str) -> list[tuple]:
-    """All ``get_metadata`` tuples of a torchaudio dataset (paths and labels; no audio read)."""
-    return [dataset.get_metadata(n) for n in progress(range(len(dataset)), desc=desc)]
 
 
 # --------------------------------------------------------------------------- Speech Commands
