@@ -2,6 +2,7 @@
 
 >>> out = su.unlearn.run("scrub", original, split, seed=0, epochs=3)   # -> Unlearned
 >>> su.unlearn.defaults("scrub")                                        # its hyper-parameters
+>>> cfg = su.unlearn.config("scrub", epochs=3)   # the same, as a frozen dataclass value
 
 ``core`` holds the registry and :func:`run`; ``methods`` the methods, one function each
 (read them: each is short); ``_shared`` what they share (teachers, KL, masks, Fisher).
@@ -9,8 +10,8 @@ Add a method with ``@su.unlearn.register`` on a function ``fn(model, forget, ret
 """
 
 from . import methods
-from .core import INJECTED, METHODS, Unlearned, defaults, register, run
+from .core import INJECTED, METHODS, Unlearned, config, defaults, register, run
 from .methods import *  # noqa: F403
 
-__all__ = ["METHODS", "INJECTED", "Unlearned", "register", "defaults", "run", "methods",
+__all__ = ["METHODS", "INJECTED", "Unlearned", "register", "config", "defaults", "run", "methods",
            *methods.__all__]

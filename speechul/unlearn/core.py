@@ -10,6 +10,8 @@ of the model so the original is never touched, seeded batches, timing, and the d
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import inspect
 import warnings
 from collections.abc import Callable
@@ -23,7 +25,7 @@ from .._runtime import Timer, fingerprint, seed_everything
 from ..data import Batches, Split
 from ._shared import SNAPSHOT, is_finite
 
-__all__ = ["METHODS", "register", "defaults", "run", "Unlearned", "INJECTED"]
+__all__ = ["METHODS", "register", "config", "defaults", "run", "Unlearned", "INJECTED"]
 
 Method = Callable[..., nn.Module]
 
@@ -84,6 +86,27 @@ def defaults(name: str) -> dict[str, Any]:
             if n not in INJECTED and p.default is not inspect.Parameter.empty}
 
 
+@functools.cache
+def _config_class(name: str, fn: Method) -> type:
+    """A frozen dataclass whose fields are ``fn``'s hyper-parameters, defaults included."""
+    fields = [(n, Any, dataclasses.field(default=v)) for n, v in defaults(name).items()]
+    cls = dataclasses.make_dataclass(f"{name.title().replace('_', '')}Config", fields,
+                                     frozen=True)
+    cls.__doc__ = f"Hyper-parameters of {name!r} (defaults shown).\n\n{inspect.getdoc(fn)}"
+    return cls
+
+
+def config(name: str, **overrides: Any) -> Any:
+    """The hyper-parameters of method ``name`` as a frozen dataclass value.
+
+    The method's keyword-only signature is its single source of truth; this view makes it a
+    value to print, compare, store with results and pass back: ``run(name, ..., config=cfg)``.
+    Unknown or bad values are rejected as :func:`run` rejects them.
+    """
+    _bind(name, overrides)
+    return _config_class(name, _lookup(name))(**overrides)
+
+
 def _bind(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
     """Check ``hparams`` against the method's signature; return all of them, defaults filled."""
     params = _keyword_only(_lookup(name))
@@ -127,7 +150,7 @@ def _settle(name: str, out: nn.Module, passed: nn.Module, original: nn.Module,
 
 
 def run(method: str, original: train.Trained, split: Split, *, seed: int = 0,
-        batch_size: int | None = None, **hparams: Any) -> Unlearned:
+        batch_size: int | None = None, config: Any = None, **hparams: Any) -> Unlearned:
     """Unlearn ``split.forget`` from a copy of ``original.model`` with a registered method.
 
     Args:
@@ -136,11 +159,17 @@ def run(method: str, original: train.Trained, split: Split, *, seed: int = 0,
         split: the forget request (``data.forget_split``).
         seed: seeds the batch orders and any randomness of the method.
         batch_size: of the forget and retain batches (default: the original recipe's).
+        config: a :func:`config` value for this method (``hparams`` override its fields).
         **hparams: the method's hyper-parameters; the rest take :func:`defaults`.
     Raises:
         KeyError: unknown method; TypeError: unknown hyper-parameter; ValueError: bad value.
     """
     fn = _lookup(method)
+    if config is not None:
+        if not dataclasses.is_dataclass(config) or type(config) is not _config_class(method, fn):
+            raise TypeError(f"config must come from su.unlearn.config({method!r}), "
+                            f"got {type(config).__name__}")
+        hparams = {**dataclasses.asdict(config), **hparams}
     bound = _bind(method, hparams)
     batch_size = original.recipe.batch_size if batch_size is None else batch_size
     corpus = split.corpus
