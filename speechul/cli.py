@@ -1,12 +1,13 @@
 """``python -m speechul``: run an experiment grid from the shell, or list the methods.
 
-    python -m speechul grid --task keyword --kind sample --fraction 0.1 \\
+    python -m speechul grid --task keyword,speaker --kind sample --fraction 0.01,0.1 \\
         --methods finetune,scrub --seeds 0,1,2 --out results/ch4
     python -m speechul methods
 
-``grid`` writes ``results.jsonl`` (resumable: re-running skips finished runs), ``results.csv``,
-``summary.csv`` (mean and spread over seeds) and ``figure.png`` into ``--out``. It calls the same
-``experiments.run`` as the chapters. Bad arguments are usage errors (exit 2), not tracebacks.
+``grid`` runs one setting per (task, fraction) and writes ``results.jsonl`` (resumable:
+re-running skips finished runs), ``results.csv``, ``summary.csv`` (mean and spread over seeds,
+``experiments.summary``) and ``figure.png`` into ``--out``. It calls the same ``experiments.run``
+as the chapters. Bad arguments are usage errors (exit 2), not tracebacks.
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from . import experiments, train, unlearn
 
 __all__ = ["main", "parser"]
+
+TASKS = ("keyword", "speaker")
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -34,14 +39,53 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(message) from None
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in _names(text))
+    except ValueError:
+        message = f"expected comma-separated numbers, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+
+
+def _tasks(text: str) -> tuple[str, ...]:
+    tasks = _names(text)
+    bad = [t for t in tasks if t not in TASKS] or ([] if tasks else [text])
+    if bad:
+        raise argparse.ArgumentTypeError(f"invalid choice: {bad[0]!r} (choose from "
+                                         f"{', '.join(TASKS)}; several: keyword,speaker)")
+    return tasks
+
+
+def _json(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m speechul", description=__doc__.split("\n")[0])
     sub = top.add_subparsers(dest="command", required=True)
     sub.add_parser("methods", help="list the registered unlearning methods and their defaults")
     grid = sub.add_parser("grid", help="run one experiment grid and write a table and a figure")
-    grid.add_argument("--task", choices=("keyword", "speaker"), default="keyword")
+    grid.add_argument("--task", type=_tasks, default=("keyword",),
+                      help="keyword, speaker or both: keyword,speaker")
     grid.add_argument("--kind", choices=("sample", "class", "speaker"), default="sample")
-    grid.add_argument("--fraction", type=float, default=0.1, help="sample kind: forget fraction")
+    grid.add_argument("--fraction", type=_floats, default=(0.1,),
+                      help="sample kind: forget fraction(s), e.g. 0.01,0.1")
     grid.add_argument("--classes", type=_names, default=(), help="class kind: e.g. yes,stop")
     grid.add_argument("--speakers", type=_names, default=(), help="speaker kind: speaker names")
     grid.add_argument("--methods", type=_names, default=tuple(unlearn.METHODS),
@@ -51,38 +95,47 @@ def parser() -> argparse.ArgumentParser:
     grid.add_argument("--size", default="default", help="embedded corpus size: tiny/small/default")
     grid.add_argument("--epochs", type=int, default=train.TrainConfig().epochs,
                       help="epochs of the original model and of Retrain")
-    grid.add_argument("--hparams", type=json.loads, default={},
+    grid.add_argument("--hparams", type=_json, default={},
                       help='per-method overrides as JSON, e.g. \'{"scrub": {"epochs": 3}}\'')
     grid.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
+    grid.add_argument("--threads", type=_positive, default=None,
+                      help="torch CPU threads (default: torch's); float sums depend on it")
     grid.add_argument("--ray", default=None, metavar="ADDRESS",
                       help="run each (method, seed) as a Ray task: 'local' or a cluster address")
     grid.add_argument("--out", type=Path, default=Path("results"), help="output folder")
     return top
 
 
-def _setting(args: argparse.Namespace, top: argparse.ArgumentParser) -> experiments.Setting:
+def _settings(args: argparse.Namespace,
+              top: argparse.ArgumentParser) -> list[experiments.Setting]:
+    """One setting per (task, fraction); class and speaker kinds ignore the fraction."""
+    fractions = args.fraction if args.kind == "sample" else (None,)
+    if not fractions:
+        top.error("argument --fraction: give at least one fraction")
     try:
-        return experiments.Setting(
-            task=args.task, kind=args.kind,
-            fraction=args.fraction if args.kind == "sample" else None,
-            classes=args.classes, speakers=args.speakers, methods=args.methods, seeds=args.seeds,
-            dataset=args.dataset, size=args.size, recipe=train.TrainConfig(epochs=args.epochs),
-            hparams=args.hparams, device=args.device)
+        return [experiments.Setting(
+            task=task, kind=args.kind, fraction=fraction, classes=args.classes,
+            speakers=args.speakers, methods=args.methods, seeds=args.seeds, dataset=args.dataset,
+            size=args.size, recipe=train.TrainConfig(epochs=args.epochs), hparams=args.hparams,
+            device=args.device) for task in args.task for fraction in fractions]
     except ValueError as err:
         top.error(str(err))
 
 
 def _grid(args: argparse.Namespace, top: argparse.ArgumentParser) -> int:
-    from . import metrics, plots
+    from . import plots
 
-    setting = _setting(args, top)
+    settings = _settings(args, top)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     try:
-        table = experiments.run(setting, results=args.out / "results.jsonl", ray_address=args.ray)
+        table = experiments.run_many(settings, results=args.out / "results.jsonl",
+                                     ray_address=args.ray)
     except ValueError as err:  # e.g. an unknown class or speaker, found when the corpus loads
         top.error(str(err))
     table.to_csv(args.out / "results.csv", index=False)
-    summary = metrics.summarize(table)
+    summary = experiments.summary(table)
     summary.to_csv(args.out / "summary.csv", index=False)
     plots.gap_vs_time(table).savefig(args.out / "figure.png", dpi=120, bbox_inches="tight")
     print(summary.to_string(index=False))

@@ -78,7 +78,7 @@ def test_cli_reproduces_the_table(table, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["grid", "--methods", "nope"], "unknown method"),
     (["grid", "--seeds", "a,b"], "comma-separated integers"),
-    (["grid", "--task", "emotion"], "invalid choice"),
+    (["grid", "--task", "emotion"], "invalid choice: 'emotion'"),
     (["grid", "--size", "tiny", "--kind", "class", "--classes", "maybe", "--epochs", "1",
       "--methods", "finetune"], "unknown keyword 'maybe'"),
     (["launch"], "invalid choice"),
