@@ -4,9 +4,10 @@ Static checks (fast, always run) read the chapters listed in ``_toc.yml``: each 
 canonical Colab cell (``book/intro.md``), has a ``parameters`` cell whose names cover its CI
 parameters, and ends with at least three exercises that all have folded solutions.
 
-Execution (marked ``book``): each chapter goes jupytext -> papermill (prepare only, CI parameters
-from the front matter ``speechul: ci:``) -> ``pytest --nbval-lax`` in a subprocess, so an error in
-any cell, including a failing check cell, fails the test. Two temporary chapters prove the harness
+Execution (marked ``book``): each chapter goes jupytext -> papermill (CI parameters from the
+front matter ``speechul: ci:``) with ``scripts/run_chapters.py``, once per session into a folder
+that ``tests/test_browser.py`` builds the rendered book from; an error in any cell, including a
+failing check cell, fails the test. Two temporary chapters prove the harness
 can fail and does inject parameters; a temporary book proves ``jupyter-book build`` fails when a
 chapter raises and that its Colab button opens the generated notebook.
 """
@@ -27,9 +28,11 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("book_notebooks", ROOT / "scripts" / "notebooks.py")
-notebooks = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(notebooks)
+_spec = importlib.util.spec_from_file_location("run_chapters", ROOT / "scripts" / "run_chapters.py")
+runner = sys.modules.setdefault("run_chapters", importlib.util.module_from_spec(_spec))
+if not hasattr(runner, "execute"):  # first import (tests/test_browser.py may have done it)
+    _spec.loader.exec_module(runner)
+notebooks = runner.notebooks
 
 CHAPTERS = notebooks.chapters(ROOT)
 DEFAULT_TIMEOUT = 300  # seconds for one chapter's CI run; the budget is 3 min on 2 CPU cores
@@ -164,41 +167,36 @@ def test_colab_copy_in_sync(chapter):
 # --------------------------------------------------------------------------- execution
 
 
-def run_chapter(chapter: Path, workdir: Path, timeout: float | None = None
-                ) -> subprocess.CompletedProcess:
-    """Execute a chapter with its CI parameters under nbval; returns the pytest process.
-
-    Each cell must run without error (nbval lax mode compares no outputs: the chapter's check
-    cells carry its claims). ``-x`` stops at the first failing cell.
-    """
-    meta = _front_matter(chapter).get("speechul", {})
-    timeout = timeout or meta.get("timeout", DEFAULT_TIMEOUT)
-    source, prepared = workdir / f"{chapter.stem}.ipynb", workdir / f"{chapter.stem}.ci.ipynb"
-    nbformat.write(notebooks.notebook(chapter), source)
-    papermill.execute_notebook(str(source), str(prepared), parameters=meta.get("ci", {}),
-                               prepare_only=True, progress_bar=False, log_output=False)
-    env = {**os.environ, "SPEECHUL_QUIET": "1", "OMP_NUM_THREADS": "2", "MPLBACKEND": "Agg"}
-    command = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env",
-               f"--nbval-cell-timeout={timeout}", "-x", "-q", "--color=no",
-               "-p", "no:cacheprovider", "--rootdir", str(workdir), "-c", os.devnull,
-               str(prepared)]
-    try:
-        return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired as err:
-        pytest.fail(f"{chapter.name} ran over its {timeout} s CI budget:\n{err.stdout}")
+def _error_cells(notebook: Path) -> str:
+    """The tracebacks an executed notebook recorded, for the failure message."""
+    nb = nbformat.read(notebook, as_version=4)
+    errors = [o for c in _code_cells(nb) for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    return "\n".join(re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(o["traceback"]))[-4000:]
+                     for o in errors)
 
 
-def _report(done: subprocess.CompletedProcess) -> str:
-    return f"exit {done.returncode}\n{done.stdout[-6000:]}\n{done.stderr[-2000:]}"
+@pytest.fixture(scope="session")
+def chapter_runs(tmp_path_factory) -> Path:
+    """The session's folder of executed chapters (shared with tests/test_browser.py by path)."""
+    return tmp_path_factory.getbasetemp() / "chapter-runs"
 
 
 @pytest.mark.book
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=ids)
-def test_chapter_runs_with_ci_parameters(chapter, tmp_path):
-    done = run_chapter(_existing(chapter), tmp_path)
-    assert done.returncode == 0, f"{chapter.name} failed:\n{_report(done)}"
-    assert " passed" in done.stdout
+def test_chapter_runs_with_ci_parameters(chapter, chapter_runs):
+    """papermill injects the front matter's CI parameters and runs every cell; an error in any
+    cell, a failing check cell included, fails the chapter. The executed notebook is kept for
+    tests/test_browser.py, which builds the book from it."""
+    outcome = runner.execute_once(_existing(chapter), chapter_runs)
+    assert outcome.status == "ok", (
+        f"{chapter.name} failed: {outcome.error}\n{_error_cells(Path(outcome.notebook))}")
+    budget = _front_matter(chapter).get("speechul", {}).get("timeout", DEFAULT_TIMEOUT)
+    assert outcome.seconds <= budget, f"{chapter.name} ran over its {budget} s CI budget"
+
+
+def _report(done: subprocess.CompletedProcess) -> str:
+    return f"exit {done.returncode}\n{done.stdout[-6000:]}\n{done.stderr[-2000:]}"
 
 
 def _toy_chapter(path: Path, body: str) -> Path:
@@ -217,16 +215,45 @@ def _toy_chapter(path: Path, body: str) -> Path:
 @pytest.mark.book
 def test_harness_injects_ci_parameters(tmp_path):
     chapter = _toy_chapter(tmp_path / "toy.md", 'assert SIZE == "tiny", SIZE')
-    done = run_chapter(chapter, tmp_path, timeout=120)
-    assert done.returncode == 0, _report(done)
+    outcome = runner.execute_once(chapter, tmp_path / "out", cell_timeout=120)
+    assert outcome.status == "ok", outcome.error
+    assert outcome.parameters == {"SIZE": "tiny"}
 
 
 @pytest.mark.book
 def test_harness_fails_a_chapter_that_raises(tmp_path):
     chapter = _toy_chapter(tmp_path / "broken.md", 'raise RuntimeError("deliberately broken")')
-    done = run_chapter(chapter, tmp_path, timeout=120)
-    assert done.returncode != 0
-    assert "deliberately broken" in done.stdout
+    outcome = runner.execute_once(chapter, tmp_path / "out", cell_timeout=120)
+    assert outcome.status == "failed"
+    assert "deliberately broken" in outcome.error
+    assert "deliberately broken" in _error_cells(Path(outcome.notebook))
+
+
+@pytest.mark.book
+def test_batch_command_reports_failures(tmp_path):
+    """The instructors' command: a parameter file, a summary table and exit 1 on a failure."""
+    good = _toy_chapter(tmp_path / "good.md", 'assert SIZE == "small", SIZE')
+    bad = _toy_chapter(tmp_path / "bad.md", 'raise RuntimeError("deliberately broken")')
+    params = tmp_path / "params.yaml"
+    params.write_text("default: {SIZE: small, NOT_DECLARED: 1}\n")
+    table = runner.load_params(str(params), [good, bad])
+    assert table == {"good": {"SIZE": "small", "NOT_DECLARED": 1}, "bad": table["bad"]}
+    outcomes = runner.run_all([good, bad], tmp_path / "out", table, 120, quiet=True)
+    assert [o.status for o in outcomes] == ["ok", "failed"]
+    assert outcomes[0].parameters == {"SIZE": "small"}, "only declared names are injected"
+    summary = runner.table(outcomes)
+    assert "FAILED: bad" in summary and "deliberately broken" in summary
+    assert (tmp_path / "out" / "summary.json").exists()
+    with pytest.raises(SystemExit):
+        runner.main(["--params", str(tmp_path / "missing.yaml"), "--out", str(tmp_path)])
+
+
+def test_shipped_ci_parameter_file_matches_the_front_matter():
+    shipped = yaml.safe_load((ROOT / "book" / "params" / "ci.yaml").read_text())
+    existing = [c for c in CHAPTERS if c.exists()]
+    assert shipped == runner.ci_table(existing), (
+        "book/params/ci.yaml is stale: python scripts/run_chapters.py --write-params "
+        "book/params/ci.yaml")
 
 
 def _jupyter_book() -> str:

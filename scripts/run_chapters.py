@@ -1,0 +1,228 @@
+"""Execute the book's chapters with papermill: every chapter, or the ones chosen, into a folder.
+
+For instructors (run the whole course before a term, on CPU or a GPU machine) and for the tests
+(``tests/test_book.py`` and ``tests/test_browser.py`` execute every chapter once per session with
+this module). Each chapter ``book/NN_name.md`` is read with jupytext, its parameters are injected
+by papermill, and the executed notebook is written to ``OUT/NN_name.ipynb``, error cells included,
+so a failure can be read in the notebook. ``OUT/summary.json`` records, per chapter, its status,
+wall-clock seconds, the parameters used and the load average (timings on a shared machine are only
+meaningful with it).
+
+Parameters (``--params``):
+
+* ``ci``: each chapter's front matter ``speechul: ci:`` (small, < 3 min each on 2 CPU cores);
+* ``default``: the values in the chapters' ``parameters`` cells (the book's own run);
+* a YAML file mapping a chapter stem to its parameters, plus an optional ``default:`` block that
+  applies to every chapter; a block may hold ``ci: true`` to start from the front matter.
+  Only names a chapter declares in its parameters cell are injected. Example:
+  ``book/params/ci.yaml`` (``--write-params`` regenerates it from the front matter).
+
+Usage::
+
+    python scripts/run_chapters.py --params ci --out _build/chapters
+    python scripts/run_chapters.py --params book/params/gpu.yaml --out runs/gpu --only 04 08
+    python scripts/run_chapters.py --write-params book/params/ci.yaml
+
+The exit status is 1 when any chapter failed; the summary table lists each failure's last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import papermill
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("book_notebooks", Path(__file__).with_name(
+    "notebooks.py"))
+notebooks = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(notebooks)
+
+CELL_TIMEOUT = 600  # seconds per cell, as the book build (_config.yml execute.timeout)
+CI_TIMEOUT = 300  # seconds for one chapter's CI run (3 min budget on 2 cores, with margin)
+# Kernels inherit these: quiet progress bars, two threads on a shared machine, no display.
+KERNEL_ENV = {"SPEECHUL_QUIET": "1", "OMP_NUM_THREADS": "2", "MPLBACKEND": "Agg"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one chapter ran: ``status`` is ``ok`` or ``failed``; ``error`` its last line."""
+
+    chapter: str
+    status: str
+    seconds: float
+    parameters: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    notebook: str = ""
+    load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+def front_matter(chapter: Path) -> dict:
+    """The ``speechul:`` block of a chapter's YAML front matter (``ci``, ``timeout``)."""
+    text = chapter.read_text()
+    if not text.startswith("---\n"):
+        raise ValueError(f"{chapter.name} has no YAML front matter")
+    return (yaml.safe_load(text.split("---\n", 2)[1]) or {}).get("speechul", {}) or {}
+
+
+def ci_table(chapters: list[Path]) -> dict[str, dict]:
+    """Every chapter's CI parameters, as a parameter file holds them."""
+    return {c.stem: dict(front_matter(c).get("ci", {})) for c in chapters}
+
+
+def load_params(spec: str, chapters: list[Path]) -> dict[str, dict]:
+    """Chapter stem -> parameters for ``spec`` (``ci``, ``default`` or a YAML file path)."""
+    if spec == "ci":
+        return ci_table(chapters)
+    if spec == "default":
+        return {c.stem: {} for c in chapters}
+    path = Path(spec)
+    if not path.exists():
+        raise ValueError(f"--params must be 'ci', 'default' or an existing YAML file, got {spec!r}")
+    table = yaml.safe_load(path.read_text()) or {}
+    stems = {c.stem for c in chapters}
+    unknown = sorted(set(table) - stems - {"default"})
+    if unknown:
+        raise KeyError(f"{path}: unknown chapters {unknown}; valid: ['default', *{sorted(stems)}]")
+    base = table.get("default") or {}
+    out = {}
+    for chapter in chapters:
+        merged = {**base, **(table.get(chapter.stem) or {})}
+        start = front_matter(chapter).get("ci", {}) if merged.pop("ci", False) else {}
+        out[chapter.stem] = {**start, **merged}
+    return out
+
+
+def select(chapters: list[Path], only: list[str] | None) -> list[Path]:
+    """The chapters whose stem starts with one of ``only`` (``03`` or ``03_forgetting``)."""
+    if not only:
+        return chapters
+    chosen = [c for c in chapters if any(c.stem.startswith(o) for o in only)]
+    missing = [o for o in only if not any(c.stem.startswith(o) for c in chapters)]
+    if missing:
+        raise KeyError(f"no chapter matches {missing}; chapters: {[c.stem for c in chapters]}")
+    return chosen
+
+
+def _declared(nb: nbformat.NotebookNode, scratch: Path) -> set[str]:
+    nbformat.write(nb, scratch)
+    return set(papermill.inspect_notebook(str(scratch)))
+
+
+def execute(chapter: Path, out: Path, parameters: dict[str, Any],
+            cell_timeout: float = CELL_TIMEOUT) -> Outcome:
+    """Run one chapter (``.md`` or ``.ipynb``) into ``out/<stem>.ipynb``; never raises on a
+    failing chapter: the outcome says ``failed`` and the notebook keeps the traceback.
+
+    Only the names the chapter declares in its ``parameters`` cell are injected, so one
+    ``default:`` block can serve chapters with different parameters.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    source = out / f".{chapter.stem}.source.ipynb"
+    target = out / f"{chapter.stem}.ipynb"
+    declared = _declared(notebooks.notebook(chapter), source)
+    given = {k: v for k, v in parameters.items() if k in declared}
+    os.environ.update(KERNEL_ENV)
+    start, error = time.perf_counter(), ""
+    try:
+        papermill.execute_notebook(str(source), str(target), parameters=given,
+                                   kernel_name="python3", progress_bar=False, log_output=False,
+                                   execution_timeout=cell_timeout, cwd=str(out))
+    except Exception as err:  # noqa: BLE001 - any failure of the chapter is reported, not raised
+        error = (f"{err.ename}: {err.evalue}" if isinstance(err, papermill.PapermillExecutionError)
+                 else traceback.format_exception_only(err)[-1].strip())
+    finally:
+        source.unlink(missing_ok=True)
+    return Outcome(chapter.stem, "failed" if error else "ok",
+                   round(time.perf_counter() - start, 1), given, error, str(target),
+                   tuple(round(x, 2) for x in os.getloadavg()))
+
+
+def execute_once(chapter: Path, out: Path, parameters: dict[str, Any] | None = None,
+                 cell_timeout: float | None = None) -> Outcome:
+    """:func:`execute` unless ``out`` already holds this chapter's outcome (then read it).
+
+    The tests call this from several modules with one session folder, so each chapter runs
+    once per session. Defaults: the chapter's CI parameters and its front matter ``timeout``.
+    """
+    record = out / f".{chapter.stem}.outcome.json"
+    if record.exists():
+        saved = json.loads(record.read_text())
+        return Outcome(**{**saved, "load_average": tuple(saved["load_average"])})
+    meta = front_matter(chapter)
+    params = meta.get("ci", {}) if parameters is None else parameters
+    outcome = execute(chapter, out, params, cell_timeout or meta.get("timeout", CI_TIMEOUT))
+    record.write_text(json.dumps(asdict(outcome)))
+    return outcome
+
+
+def run_all(chapters: list[Path], out: Path, params: dict[str, dict],
+            cell_timeout: float = CELL_TIMEOUT, quiet: bool = False) -> list[Outcome]:
+    """Execute ``chapters`` one after the other (a progress bar), then write the summary."""
+    from tqdm import tqdm
+
+    outcomes = []
+    bar = tqdm(chapters, desc="chapters", unit="chapter", disable=quiet or None)
+    for chapter in bar:
+        bar.set_postfix_str(chapter.stem)
+        outcomes.append(execute(chapter, out, params.get(chapter.stem, {}), cell_timeout))
+    (out / "summary.json").write_text(json.dumps([asdict(o) for o in outcomes], indent=1) + "\n")
+    return outcomes
+
+
+def table(outcomes: list[Outcome]) -> str:
+    """A plain-text summary: one line per chapter, failures with their last error line."""
+    lines = [f"{'chapter':<24} {'status':<7} {'seconds':>8}  load   error"]
+    for o in outcomes:
+        lines.append(f"{o.chapter:<24} {o.status:<7} {o.seconds:>8.1f}  "
+                     f"{o.load_average[0]:<5.2f}  {o.error}")
+    failed = [o.chapter for o in outcomes if o.status != "ok"]
+    total = sum(o.seconds for o in outcomes)
+    lines.append(f"{len(outcomes) - len(failed)}/{len(outcomes)} chapters ran in {total:.0f} s"
+                 + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--params", default="ci", help="ci | default | FILE.yaml (default: ci)")
+    parser.add_argument("--out", type=Path, help="folder for the executed notebooks")
+    parser.add_argument("--only", nargs="+", help="chapter numbers or stems, e.g. 03 08_auditing")
+    parser.add_argument("--cell-timeout", type=float, default=CELL_TIMEOUT, help="seconds")
+    parser.add_argument("--write-params", type=Path, help="write the CI parameter file and exit")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    chapters = [c for c in notebooks.chapters(ROOT) if c.exists()]
+    if args.write_params:
+        header = ("# Every chapter's CI parameters (front matter speechul: ci:), for\n"
+                  "# python scripts/run_chapters.py --params THIS_FILE. Generated by\n"
+                  "# python scripts/run_chapters.py --write-params book/params/ci.yaml\n")
+        body = yaml.safe_dump(ci_table(chapters), default_flow_style=None, sort_keys=True)
+        args.write_params.parent.mkdir(parents=True, exist_ok=True)
+        args.write_params.write_text(header + body)
+        return 0
+    if args.out is None:
+        parser.error("--out is required (a folder for the executed notebooks)")
+    try:
+        chosen = select(chapters, args.only)
+        params = load_params(args.params, chosen)
+    except (KeyError, ValueError) as err:
+        parser.error(str(err))
+    outcomes = run_all(chosen, args.out, params, args.cell_timeout, args.quiet)
+    print(table(outcomes))
+    return 1 if any(o.status != "ok" for o in outcomes) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
