@@ -295,3 +295,13 @@ def test_book_build_fails_when_a_chapter_raises(tmp_path):
     done = _toy_book(tmp_path, 'raise RuntimeError("deliberately broken")')
     assert done.returncode != 0, "jupyter-book build must fail when a chapter raises"
     assert "deliberately broken" in done.stdout + done.stderr
+
+
+def test_student_edition_recipe_strips_solutions():
+    """book/instructor_guide.md builds the student edition by flipping one line with sed."""
+    text = (ROOT / "_config.yml").read_text()
+    assert text.count("hide_solutions: false") == 1, "the guide's sed needs exactly one such line"
+    student = yaml.safe_load(text.replace("hide_solutions: false", "hide_solutions: true"))
+    assert student["sphinx"]["config"]["hide_solutions"] is True
+    guide = (ROOT / "book" / "instructor_guide.md").read_text()
+    assert "sed 's/hide_solutions: false/hide_solutions: true/' _config.yml" in guide

@@ -1,0 +1,175 @@
+"""Autograder of the course assignments: run a submitted notebook, then check what it wrote.
+
+The instructor runs, for each submission (a ``.ipynb``, or a jupytext ``.md``)::
+
+    python book/assignments/grader.py new_method submissions/alice.ipynb
+    python book/assignments/grader.py audit submissions/bob.ipynb --workdir graded/bob
+
+The submission is executed with papermill at a tiny corpus size (the grader injects ``SIZE``,
+``EPOCHS`` and ``RESULTS``; < 2 min on 2 CPU cores), the executed notebook is kept in the work
+folder for reading, and the JSON file the notebook's last cell writes is checked. Every check
+prints PASS or FAIL with the reason; the exit status is 0 only when all pass. Reference and
+deliberately wrong solutions live in ``book/assignments/solutions/`` and ``tests/test_assignments
+.py`` grades both in CI, so a grader that passes everything or nothing is caught.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import jupytext
+import nbformat
+import papermill
+
+GRADE_PARAMS = {"SIZE": "tiny", "EPOCHS": 12}  # small enough for < 2 min a submission
+KERNEL_ENV = {"SPEECHUL_QUIET": "1", "OMP_NUM_THREADS": "2", "MPLBACKEND": "Agg"}
+Check = tuple[str, bool, str]  # (name, passed, reason)
+
+
+def _check(name: str, ok: bool, why: str) -> Check:
+    return name, bool(ok), why
+
+
+def execute(submission: Path, workdir: Path) -> tuple[Path, str]:
+    """Run the submission into ``workdir/executed.ipynb``; return (results path, error line)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    source, target = workdir / "submission.ipynb", workdir / "executed.ipynb"
+    nbformat.write(jupytext.read(submission), source)
+    results = workdir / "results.json"
+    results.unlink(missing_ok=True)
+    os.environ.update(KERNEL_ENV)
+    try:
+        papermill.execute_notebook(str(source), str(target), kernel_name="python3",
+                                   parameters={**GRADE_PARAMS, "RESULTS": str(results)},
+                                   progress_bar=False, cwd=str(workdir))
+    except papermill.PapermillExecutionError as err:
+        return results, f"{err.ename}: {err.evalue}"
+    return results, ""
+
+
+# --------------------------------------------------------------------------- assignment 1
+
+
+def check_new_method(report: dict) -> list[Check]:
+    """Assignment 1: a registered, notebook-defined method that forgets, keeps and is cheap."""
+    rows, name = report["rows"], report["method"]
+    mine, ref, orig = rows[name], rows["retrain"], rows["original"]
+    gap = abs(mine["forgotten_test_acc"] - ref["forgotten_test_acc"])
+    drop = orig["kept_test_acc"] - mine["kept_test_acc"]
+    secs = report["seconds"]
+    return [
+        _check("registered", report["module"] == "__main__",
+               f"my_unlearning is defined in {report['module']!r}; define it in the notebook"),
+        _check("hyper-parameters", len(report["hparams"]) >= 1,
+               "declare at least one keyword-only hyper-parameter (e.g. *, lr=1e-3)"),
+        _check("finite", not report["diverged"], "the method diverged (non-finite loss)"),
+        _check("forgets", gap <= 0.15,
+               f"accuracy on the forgotten keyword's test clips {mine['forgotten_test_acc']:.3f}"
+               f" is {gap:.3f} from Retrain's {ref['forgotten_test_acc']:.3f} (allowed 0.15)"),
+        _check("keeps", drop <= 0.10,
+               f"accuracy on the other keywords {mine['kept_test_acc']:.3f} is {drop:.3f} below"
+               f" the original's {orig['kept_test_acc']:.3f} (allowed 0.10)"),
+        _check("cheaper", secs[name] < secs["retrain"],
+               f"{secs[name]:.1f} s against Retrain's {secs['retrain']:.1f} s"),
+    ]
+
+
+# --------------------------------------------------------------------------- assignment 2
+
+
+def _expected_forget(voice: str) -> list[int]:
+    """The grader's own forget set for ``voice``: every training clip of it, any keyword."""
+    import speechul as su
+
+    corpus = su.data.load("embedded", task="keyword", size=GRADE_PARAMS["SIZE"])
+    split = su.data.forget_split(corpus, "speaker", speakers=[voice])
+    return sorted(int(i) for i in split.forget.cpu())
+
+
+def _valid_rows(rows: list[dict]) -> str:
+    """'' when every row has the four audit metrics in [0, 1], else what is wrong."""
+    for row in rows:
+        for key in ("forget_acc", "test_acc", "mia_auc", "relearn_acc"):
+            value = row.get(key)
+            if not isinstance(value, (int, float)) or math.isnan(value) or not 0 <= value <= 1:
+                return f"{row.get('method')}: {key} = {value!r}, need a number in [0, 1]"
+    return ""
+
+
+def check_audit(report: dict) -> list[Check]:
+    """Assignment 2: the right request, a complete audit table, conclusions that follow it."""
+    import pandas as pd
+
+    import speechul as su
+
+    expected = _expected_forget(report["voice"])
+    got = set(report["forget"])
+    missing, extra = len(set(expected) - got), len(got - set(expected))
+    rows = pd.DataFrame(report["rows"])
+    methods = [m for m in rows.get("method", []) if m not in ("original", "retrain")]
+    bad = _valid_rows(report["rows"])
+    checks = [
+        _check("request", report["kind"] == "speaker" and not missing and not extra,
+               f"kind {report['kind']!r} (need 'speaker'); {missing} of the voice's "
+               f"{len(expected)} training clips missing, {extra} other clips included"),
+        _check("table", "retrain" in set(rows.get("method", [])) and len(methods) >= 2
+               and not bad, bad or f"need rows for retrain and >= 2 methods, got {methods}"),
+    ]
+    if not checks[-1][1]:
+        return checks
+    table = su.audits.verdicts(rows[rows.method != "original"])
+    truth = {m: "forgotten" if len(set(table.loc[m, "passed"].split("/"))) == 1
+             else "not forgotten" for m in methods}
+    wrong = {m: report["conclusions"].get(m) for m in methods
+             if report["conclusions"].get(m) != truth[m]}
+    checks.append(_check("conclusions", not wrong,
+                         f"these disagree with the audits {truth}: {wrong}"))
+    return checks
+
+
+ASSIGNMENTS: dict[str, Callable[[dict], list[Check]]] = {
+    "new_method": check_new_method, "audit": check_audit}
+
+
+def grade(assignment: str, submission: Path, workdir: Path) -> list[Check]:
+    """Run and check one submission; the list of (check, passed, reason)."""
+    if assignment not in ASSIGNMENTS:
+        raise KeyError(f"unknown assignment {assignment!r}; known: {sorted(ASSIGNMENTS)}")
+    results, error = execute(submission, workdir)
+    if error:
+        return [_check("runs", False, f"the notebook raised {error} (see {workdir}"
+                       "/executed.ipynb)")]
+    if not results.exists():
+        return [_check("runs", False, f"the notebook wrote no {results.name}: keep the last cell")]
+    checks = [_check("runs", True, "")]
+    try:
+        checks += ASSIGNMENTS[assignment](json.loads(results.read_text()))
+    except (KeyError, TypeError, ValueError) as err:
+        checks.append(_check("results", False, f"the results file is incomplete: {err!r}"))
+    return checks
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("assignment", choices=sorted(ASSIGNMENTS))
+    parser.add_argument("submission", type=Path, help="the student's .ipynb (or jupytext .md)")
+    parser.add_argument("--workdir", type=Path, help="keeps the executed notebook (default: temp)")
+    args = parser.parse_args(argv)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="speechul-grade-"))
+    checks = grade(args.assignment, args.submission, workdir)
+    for name, ok, why in checks:
+        print(f"{'PASS' if ok else 'FAIL'}  {name:<18} {'' if ok else why}")
+    passed = sum(ok for _, ok, _ in checks)
+    print(f"{passed}/{len(checks)} checks passed ({args.submission})")
+    return 0 if passed == len(checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

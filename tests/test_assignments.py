@@ -1,0 +1,82 @@
+"""The course assignments: each grader passes its reference solution and fails the wrong one.
+
+A grader that passes everything (or nothing) is useless to an instructor, so both directions are
+tested on every run, each at the grader's own tiny size (papermill, < 2 min a notebook). The
+starters are checked to be the reference minus the solution cells, so the students' notebook
+and the graded one cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import jupytext
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDER = ROOT / "book" / "assignments"
+_spec = importlib.util.spec_from_file_location("assignment_grader", FOLDER / "grader.py")
+grader = sys.modules.setdefault("assignment_grader", importlib.util.module_from_spec(_spec))
+if not hasattr(grader, "grade"):
+    _spec.loader.exec_module(grader)
+
+# assignment -> (starter, reference, wrong solution, the check the wrong one must fail)
+CASES = {
+    "new_method": ("a1_new_method", "a1_reference", "a1_wrong", "forgets"),
+    "audit": ("a2_audit", "a2_reference", "a2_wrong", "request"),
+}
+
+
+def _failed(checks: list) -> dict[str, str]:
+    return {name: why for name, ok, why in checks if not ok}
+
+
+@pytest.mark.parametrize("assignment", sorted(CASES))
+def test_starter_is_the_reference_minus_the_solution(assignment):
+    starter, reference, _, _ = CASES[assignment]
+    mine = jupytext.read(FOLDER / f"{starter}.md")
+    ref = jupytext.read(FOLDER / "solutions" / f"{reference}.md")
+    assert len(mine.cells) == len(ref.cells), "starter and reference must have the same cells"
+    differ = [i for i, (a, b) in enumerate(zip(mine.cells, ref.cells, strict=True))
+              if a.source != b.source]
+    assert differ, "the reference must fill in the starter"
+    for i in differ:
+        assert "YOUR CODE" in mine.cells[i].source, f"cell {i} differs outside a YOUR CODE cell"
+    assert mine.metadata["mystnb"]["execution_mode"] == "off", "the book must not run starters"
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("assignment", sorted(CASES))
+def test_grader_passes_the_reference(assignment, tmp_path):
+    reference = FOLDER / "solutions" / f"{CASES[assignment][1]}.md"
+    checks = grader.grade(assignment, reference, tmp_path)
+    assert not _failed(checks), f"the reference fails: {_failed(checks)}"
+    assert len(checks) >= 3
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("assignment", sorted(CASES))
+def test_grader_fails_the_wrong_solution(assignment, tmp_path):
+    _, _, wrong, check = CASES[assignment]
+    failed = _failed(grader.grade(assignment, FOLDER / "solutions" / f"{wrong}.md", tmp_path))
+    assert check in failed, f"the wrong solution should fail {check!r}, failed {failed}"
+    assert re.search(r"\d", failed[check]), "the message should give the numbers"
+
+
+@pytest.mark.book
+def test_grader_reports_a_notebook_that_raises(tmp_path):
+    broken = tmp_path / "broken.md"
+    text = (FOLDER / "a1_new_method.md").read_text()
+    broken.write_text(text)  # the starter as is: no method registered, the run cell raises
+    checks = grader.grade("new_method", broken, tmp_path / "work")
+    assert _failed(checks).keys() == {"runs"}
+    assert "register a method named my_unlearning" in _failed(checks)["runs"]
+
+
+def test_grader_command_line_rejects_unknown_assignments(capsys):
+    with pytest.raises(SystemExit):
+        grader.main(["nonsense", "x.ipynb"])
+    assert "invalid choice" in capsys.readouterr().err
