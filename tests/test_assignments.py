@@ -23,6 +23,10 @@ grader = sys.modules.setdefault("assignment_grader", importlib.util.module_from_
 if not hasattr(grader, "grade"):
     _spec.loader.exec_module(grader)
 
+_nb = importlib.util.spec_from_file_location("book_notebooks", ROOT / "scripts" / "notebooks.py")
+notebooks = importlib.util.module_from_spec(_nb)
+_nb.loader.exec_module(notebooks)
+
 # assignment -> (starter, reference, wrong solution, the check the wrong one must fail)
 CASES = {
     "new_method": ("a1_new_method", "a1_reference", "a1_wrong", "forgets"),
@@ -74,6 +78,16 @@ def test_grader_reports_a_notebook_that_raises(tmp_path):
     checks = grader.grade("new_method", broken, tmp_path / "work")
     assert _failed(checks).keys() == {"runs"}
     assert "register a method named my_unlearning" in _failed(checks)["runs"]
+
+
+@pytest.mark.parametrize("assignment", sorted(CASES))
+def test_colab_copy_of_the_starter_in_sync(assignment):
+    starter = FOLDER / f"{CASES[assignment][0]}.md"
+    copy = notebooks.notebook_path(starter)
+    assert copy.exists() and copy.read_text() == notebooks.render(starter), (
+        f"{copy.name} is stale: python book/assignments/grader.py --colab")
+    first = [c for c in jupytext.read(starter).cells if c.cell_type == "code"][0]
+    assert first.source == notebooks.colab_cell(ROOT), "starters begin with the Colab cell"
 
 
 def test_grader_command_line_rejects_unknown_assignments(capsys):

@@ -156,12 +156,41 @@ def grade(assignment: str, submission: Path, workdir: Path) -> list[Check]:
     return checks
 
 
+STARTERS = ("a1_new_method", "a2_audit")
+
+
+def write_colab_copies() -> list[Path]:
+    """(Re)write each starter's Colab copy beside it, as scripts/notebooks.py does chapters."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("book_notebooks",
+                                                  root / "scripts" / "notebooks.py")
+    notebooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(notebooks)
+    written = []
+    for name in STARTERS:
+        starter = Path(__file__).with_name(f"{name}.md")
+        notebooks.notebook_path(starter).write_text(notebooks.render(starter))
+        written.append(notebooks.notebook_path(starter))
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("assignment", choices=sorted(ASSIGNMENTS))
-    parser.add_argument("submission", type=Path, help="the student's .ipynb (or jupytext .md)")
+    parser.add_argument("assignment", nargs="?", choices=sorted(ASSIGNMENTS))
+    parser.add_argument("submission", nargs="?", type=Path,
+                        help="the student's .ipynb (or jupytext .md)")
     parser.add_argument("--workdir", type=Path, help="keeps the executed notebook (default: temp)")
+    parser.add_argument("--colab", action="store_true",
+                        help="(re)write the starters' Colab copies (.ipynb) and exit")
     args = parser.parse_args(argv)
+    if args.colab:
+        for path in write_colab_copies():
+            print(f"wrote {path}")
+        return 0
+    if args.assignment is None or args.submission is None:
+        parser.error("give an assignment and a submission (or --colab)")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="speechul-grade-"))
     checks = grade(args.assignment, args.submission, workdir)
     for name, ok, why in checks:
