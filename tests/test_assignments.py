@@ -94,3 +94,18 @@ def test_grader_command_line_rejects_unknown_assignments(capsys):
     with pytest.raises(SystemExit):
         grader.main(["nonsense", "x.ipynb"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_audit_checks_conclusions_against_the_verdicts(tiny_corpus):
+    """Unit test of the 'conclusions' check on a made-up table: one method indistinguishable
+    from Retrain (forgotten), one far from it (not forgotten)."""
+    voice = tiny_corpus.names("speaker")[0]
+    row = {"forget_acc": 0.4, "test_acc": 0.6, "mia_auc": 0.5, "relearn_acc": 0.3}
+    far = {"forget_acc": 0.9, "test_acc": 0.6, "mia_auc": 0.7, "relearn_acc": 0.8}
+    report = {"voice": voice, "kind": "speaker", "forget": grader._expected_forget(voice),
+              "rows": [{"method": "retrain", **row}, {"method": "twin", **row},
+                       {"method": "far", **far}],
+              "conclusions": {"twin": "forgotten", "far": "not forgotten"}}
+    assert not _failed(grader.check_audit(report))
+    report["conclusions"] = {"twin": "forgotten", "far": "forgotten"}
+    assert "far" in _failed(grader.check_audit(report))["conclusions"]

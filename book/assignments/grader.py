@@ -62,7 +62,9 @@ def check_new_method(report: dict) -> list[Check]:
     rows, name = report["rows"], report["method"]
     mine, ref, orig = rows[name], rows["retrain"], rows["original"]
     gap = abs(mine["forgotten_test_acc"] - ref["forgotten_test_acc"])
-    drop = orig["kept_test_acc"] - mine["kept_test_acc"]
+    # Retrain, not the original, sets what the other keywords can keep: at the tiny grading
+    # size the two differ by several points and Retrain is the target of unlearning.
+    drop = ref["kept_test_acc"] - mine["kept_test_acc"]
     secs = report["seconds"]
     return [
         _check("registered", report["module"] == "__main__",
@@ -75,7 +77,8 @@ def check_new_method(report: dict) -> list[Check]:
                f" is {gap:.3f} from Retrain's {ref['forgotten_test_acc']:.3f} (allowed 0.15)"),
         _check("keeps", drop <= 0.10,
                f"accuracy on the other keywords {mine['kept_test_acc']:.3f} is {drop:.3f} below"
-               f" the original's {orig['kept_test_acc']:.3f} (allowed 0.10)"),
+               f" Retrain's {ref['kept_test_acc']:.3f} (allowed 0.10; the original:"
+               f" {orig['kept_test_acc']:.3f})"),
         _check("cheaper", secs[name] < secs["retrain"],
                f"{secs[name]:.1f} s against Retrain's {secs['retrain']:.1f} s"),
     ]
