@@ -51,8 +51,10 @@ _spec.loader.exec_module(notebooks)
 
 CELL_TIMEOUT = 600  # seconds per cell, as the book build (_config.yml execute.timeout)
 CI_TIMEOUT = 300  # seconds for one chapter's CI run (3 min budget on 2 cores, with margin)
-# Kernels inherit these: quiet progress bars, two threads on a shared machine, no display.
-KERNEL_ENV = {"SPEECHUL_QUIET": "1", "OMP_NUM_THREADS": "2", "MPLBACKEND": "Agg"}
+# Kernels inherit these: quiet progress bars, two threads on a shared machine, inline figures.
+KERNEL_ENV = {"SPEECHUL_QUIET": "1", "OMP_NUM_THREADS": "2",
+              # figures as PNG outputs (an outer MPLBACKEND=Agg would drop them)
+              "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,9 @@ import nbformat
 import papermill
 
 GRADE_PARAMS = {"SIZE": "tiny", "EPOCHS": 12}  # small enough for < 2 min a submission
-KERNEL_ENV = {"SPEECHUL_QUIET": "1", "OMP_NUM_THREADS": "2", "MPLBACKEND": "Agg"}
+KERNEL_ENV = {"SPEECHUL_QUIET": "1", "OMP_NUM_THREADS": "2",
+              # figures as PNG outputs (an outer MPLBACKEND=Agg would drop them)
+              "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
 Check = tuple[str, bool, str]  # (name, passed, reason)
 
 
