@@ -195,6 +195,7 @@ def test_chromium_is_installed_and_launches():
 
 
 @pytest.mark.book
+@pytest.mark.timeout(2400)  # run alone, it first executes every chapter itself
 def test_rendered_book_in_chromium(chapter_runs, tmp_path):
     from playwright.sync_api import sync_playwright
 
