@@ -92,6 +92,15 @@ class Setting:
             fields.pop(name)
         return fingerprint(fields)
 
+    @property
+    def reference_key(self) -> str:
+        """Identifies Retrain's request and recipe: :attr:`key` without the other methods'
+        hyper-parameters, so that tuning a method never retrains the reference."""
+        fields = asdict(self)
+        for name in ("methods", "seeds", "device", "hparams"):
+            fields.pop(name)
+        return fingerprint(fields, dict(self.hparams.get(REFERENCE, {})))
+
     def describe(self) -> dict[str, Any]:
         """The columns every result row carries."""
         what = {"sample": self.fraction, "class": ",".join(self.classes),
@@ -122,7 +131,8 @@ def _load(setting: Setting, seed: int) -> tuple[train.Trained, data.Split]:
 
 
 def _reference_path(setting: Setting, original: train.Trained, seed: int) -> Path:
-    return cache_dir() / "models" / f"retrain-{fingerprint(setting.key, original.key, seed)}.pt"
+    name = fingerprint(setting.reference_key, original.key, seed)
+    return cache_dir() / "models" / f"retrain-{name}.pt"
 
 
 def reference(setting: Setting, seed: int) -> tuple[nn.Module, float]:
