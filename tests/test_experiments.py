@@ -3,6 +3,7 @@ and the command line reproduces a table; bad arguments are usage errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -88,3 +89,27 @@ def test_bad_arguments_are_usage_errors(argv, message, tmp_path, capsys):
         cli.main([*argv, "--out", str(tmp_path)] if argv[0] == "grid" else argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_tuning_a_method_reuses_the_reference(table, monkeypatch):
+    """Another method's hyper-parameters change the rows' key, not Retrain's: no retraining."""
+    tuned = dataclasses.replace(SETTING, hparams={"finetune": {"epochs": 1}}, seeds=(0,))
+    assert tuned.key != SETTING.key and tuned.reference_key == SETTING.reference_key
+    calls = []
+    real = experiments.unlearn.run
+    monkeypatch.setattr(experiments.unlearn, "run", lambda m, *a, **k: calls.append(m)
+                        or real(m, *a, **k))
+    rows = experiments.run(tuned)
+    assert "retrain" not in calls and calls == ["finetune", "gradient_ascent"]
+    frame, _ = table
+    before = frame[(frame.method == "retrain") & (frame.seed == 0)][METRICS].reset_index(drop=True)
+    after = rows[rows.method == "retrain"][METRICS].reset_index(drop=True)
+    pd.testing.assert_frame_equal(after, before)
+    assert json.loads(rows[rows.method == "finetune"].hparams.iloc[0])["epochs"] == 1
+
+
+def test_hyper_parameters_are_checked_before_anything_runs():
+    with pytest.raises(ValueError, match=r"no hyper-parameter \['epoch'\]"):
+        experiments.Setting(hparams={"scrub": {"epoch": 3}})
+    with pytest.raises(ValueError, match="must be positive"):
+        experiments.Setting(hparams={"finetune": {"lr": 0}})
