@@ -119,7 +119,7 @@ _FACTS = """async () => {
     brokenImages: Array.from(document.images)
       .filter((i) => !i.complete || i.naturalWidth === 0).map((i) => i.src.slice(0, 80)),
     images: document.images.length,
-    figures: document.querySelectorAll('.cell_output img, .cell_output svg').length,
+    figures: document.querySelectorAll('.cell_output img').length,
     audio: audios.map((a) => ({duration: a.duration, error: a.error && a.error.code})),
     errors: document.querySelectorAll('.output.traceback, .output.error, .output.stderr').length,
     traceback: text.includes('Traceback (most recent call last)'),
