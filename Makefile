@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check speechul tests scripts benchmarks
+	$(BIN)/ruff check speechul tests scripts benchmarks book/assignments/grader.py
 	$(BIN)/python -m pytest -ra
 
 book: $(STAMP)
