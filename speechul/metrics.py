@@ -59,11 +59,26 @@ def predict(model: nn.Module, x: torch.Tensor, chunk: int = 1024) -> torch.Tenso
     return torch.cat(parts)
 
 
-def _logits(model: nn.Module, corpus: Corpus, indices: torch.Tensor) -> torch.Tensor:
+class _Outputs:
+    """A model's logits (N, C) for every clip of one corpus, computed in one pass.
+
+    :func:`evaluate` asks for the same clips several times (accuracies, two attacks, gaps);
+    passing this in place of the model makes each metric a slice instead of a forward pass.
+    """
+
+    def __init__(self, model: nn.Module, corpus: Corpus) -> None:
+        self.corpus, self.logits = corpus, predict(model, corpus.x)
+
+
+def _logits(model: nn.Module | _Outputs, corpus: Corpus, indices: torch.Tensor) -> torch.Tensor:
+    if isinstance(model, _Outputs) and model.corpus is corpus:
+        return model.logits[indices.to(model.logits.device)]
     return predict(model, corpus.x[indices])
 
 
-def _labels(model: nn.Module, corpus: Corpus, indices: torch.Tensor) -> torch.Tensor:
+def _labels(model: nn.Module | _Outputs, corpus: Corpus, indices: torch.Tensor) -> torch.Tensor:
+    if isinstance(model, _Outputs):
+        return corpus.y[indices].to(model.logits.device)
     return corpus.y[indices].to(next(model.parameters()).device)
 
 
@@ -211,18 +226,19 @@ def evaluate(model: nn.Module, split: Split, reference: nn.Module | dict | None 
         ``forget_acc, retain_acc, val_acc, test_acc, mia_auc, mia_efficacy``; for class/speaker
         splits also ``forgotten_test_acc, kept_test_acc, forgotten_val_acc, kept_val_acc``.
     """
-    row = _accuracies(model, split)
-    row["mia_auc"] = mia_loss_auc(model, split.corpus, split.forget, _unseen(split))
-    row["mia_efficacy"] = mia_classifier(model, split, seed=seed)
+    outputs = _Outputs(model, split.corpus)
+    row = _accuracies(outputs, split)
+    row["mia_auc"] = mia_loss_auc(outputs, split.corpus, split.forget, _unseen(split))
+    row["mia_efficacy"] = mia_classifier(outputs, split, seed=seed)
     if random_model is not None and split.kind != "sample":
-        row["zrf"] = zrf(model, random_model, split.corpus, split.forget)
+        row["zrf"] = zrf(outputs, random_model, split.corpus, split.forget)
     if reference is not None:
         ref = reference if isinstance(reference, dict) else evaluate(reference, split, seed=seed)
         for name in ("forget_acc", "retain_acc", "test_acc", "mia_auc", "mia_efficacy"):
             row[f"gap_{name}"] = abs(row[name] - ref[name])
         row["gap_mean"] = float(np.mean([row[f"gap_{name}"] for name in GAP_METRICS]))
         if isinstance(reference, nn.Module):
-            row["js_to_reference"] = js_divergence(model, reference, split.corpus, split.forget)
+            row["js_to_reference"] = js_divergence(outputs, reference, split.corpus, split.forget)
     return row
 
 
