@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -31,20 +31,21 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in _names(text))
-    except ValueError:
-        message = f"expected comma-separated integers, got {text!r}"
-        raise argparse.ArgumentTypeError(message) from None
+def _list_of(convert: type, what: str) -> Callable[[str], tuple]:
+    """An argparse type for comma-separated values of ``convert`` (an int or float list)."""
+
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(convert(part) for part in _names(text))
+        except ValueError:
+            message = f"expected comma-separated {what}, got {text!r}"
+            raise argparse.ArgumentTypeError(message) from None
+
+    return parse
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(part) for part in _names(text))
-    except ValueError:
-        message = f"expected comma-separated numbers, got {text!r}"
-        raise argparse.ArgumentTypeError(message) from None
+_ints = _list_of(int, "integers")
+_floats = _list_of(float, "numbers")
 
 
 def _tasks(text: str) -> tuple[str, ...]:
