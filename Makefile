@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The pages' MathJax, require.js and widget manager, pinned (scripts/vendor_js.py)
+VENDORED := _vendor/versions.json
 
 .PHONY: setup test book clean
 
@@ -14,13 +16,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[book,test]"
 	touch $(STAMP)
 
-setup: $(STAMP)
+$(VENDORED): scripts/vendor_js.py $(STAMP)
+	$(BIN)/python scripts/vendor_js.py
+	touch $(VENDORED)
 
-test: $(STAMP)
+setup: $(STAMP) $(VENDORED)
+
+test: $(STAMP) $(VENDORED)
 	$(BIN)/ruff check speechul tests scripts benchmarks book/assignments/grader.py
 	$(BIN)/python -m pytest -ra
 
-book: $(STAMP)
+book: $(STAMP) $(VENDORED)
 	$(BIN)/python scripts/notebooks.py --check
 	SPEECHUL_QUIET=1 $(BIN)/jupyter-book build . --all
 

@@ -5,8 +5,10 @@ Every chapter is executed once per test session with its CI parameters
 whose chapter pages are those executed notebooks is built with execution off, and every page of
 it is visited from disk with all network requests refused. Checked on each page: no error output
 or traceback, every image loaded, every audio player has decodable audio, every widget's state
-was saved with the page, every exercise's solution is hidden until its toggle is clicked, and a
-chapter's Colab button opens that chapter's notebook. Screenshots go to
+was saved with the page and the widget manager draws it, every formula is typeset by MathJax,
+nothing was asked of the network and no file failed to load (the pages' JavaScript is served
+from ``_vendor/``, see ``scripts/vendor_js.py``), every exercise's solution is hidden until its
+toggle is clicked, and a chapter's Colab button opens that chapter's notebook. Screenshots go to
 ``_build/screenshots/`` for a human to review.
 
 Chromium is Debian's (``/usr/bin/chromium``), never a browser downloaded by Playwright.
@@ -14,7 +16,6 @@ Chromium is Debian's (``/usr/bin/chromium``), never a browser downloaded by Play
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from scriptload import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -39,18 +41,9 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _load(name: str, path: Path):
-    """Import a script once per process (dataclasses need it in ``sys.modules``)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-runner = _load("run_chapters", ROOT / "scripts" / "run_chapters.py")
+runner = load_script("run_chapters")
 notebooks = runner.notebooks
+vendor_js = load_script("vendor_js")
 
 
 def _pages(root: Path) -> list[str]:
@@ -81,6 +74,7 @@ def _book_copy(target: Path, executed: Path) -> Path:
                 shutil.copy((ROOT / page).with_suffix(".ipynb"), dest.with_suffix(".ipynb"))
     for extra in ("book/references.bib",):
         shutil.copy(ROOT / extra, target / extra)
+    (target / "_vendor").symlink_to(vendor_js.vendor(), target_is_directory=True)
     return target
 
 
@@ -106,6 +100,17 @@ def _expected(notebook: Path) -> dict[str, int]:
 
 # JavaScript run in each page: facts the checks need, gathered in one round trip.
 _FACTS = """async () => {
+  const until = async (done, ms) => {
+    for (const t0 = Date.now(); !done() && Date.now() - t0 < ms;) {
+      await new Promise((ok) => setTimeout(ok, 100));
+    }
+  };
+  const viewScripts = 'script[type="application/vnd.jupyter.widget-view+json"]';
+  const topWidgets = () => Array.from(document.querySelectorAll('.jupyter-widgets'))
+    .filter((w) => !w.parentElement.closest('.jupyter-widgets'));
+  const views = document.querySelectorAll(viewScripts).length;
+  await until(() => topWidgets().length >= views, 20000);
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) await MathJax.startup.promise;
   const wait = (el) => new Promise((ok) => {
     if (el.readyState >= 1) return ok();
     el.addEventListener('loadedmetadata', ok, {once: true});
@@ -123,8 +128,14 @@ _FACTS = """async () => {
     audio: audios.map((a) => ({duration: a.duration, error: a.error && a.error.code})),
     errors: document.querySelectorAll('.output.traceback, .output.error, .output.stderr').length,
     traceback: text.includes('Traceback (most recent call last)'),
-    widgetViews: document.querySelectorAll(
-      'script[type="application/vnd.jupyter.widget-view+json"]').length,
+    widgetViews: views,
+    widgetsDrawn: topWidgets().length,
+    widgetErrors: document.querySelectorAll('.jupyter-widgets-error-widget').length
+      + (text.includes('Error rendering Jupyter widget') ? 1 : 0),
+    math: document.querySelectorAll('.math').length,
+    mathRaw: Array.from(document.querySelectorAll('.math'))
+      .filter((m) => !m.querySelector('mjx-container')).map((m) => m.textContent.slice(0, 60)),
+    mathErrors: document.querySelectorAll('mjx-merror').length,
     widgetState: Array.from(document.querySelectorAll(
       'script[type="application/vnd.jupyter.widget-state+json"]')).map((s) => s.textContent),
     viewModels: Array.from(document.querySelectorAll(
@@ -150,6 +161,11 @@ def _check_solutions(page, name: str) -> int:
 
 def _visit(page, html: Path, name: str, expected: dict[str, int] | None) -> dict:
     refused: list[str] = []
+    failed: list[str] = []
+    def on_failed(request) -> None:
+        failed.append(request.url)
+
+    page.on("requestfailed", on_failed)
     page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(
         ("file:", "data:", "blob:")) else (refused.append(route.request.url), route.abort()))
     page.goto(html.as_uri(), wait_until="load")
@@ -169,9 +185,19 @@ def _visit(page, html: Path, name: str, expected: dict[str, int] | None) -> dict
         models = state.get("state", {})
         lost = [m for m in facts["viewModels"] if m not in models]
         assert not lost, f"{name}: widgets without saved state {lost}"
+    # Drawn by the widget manager served from _vendor/, from the saved state alone.
+    assert facts["widgetsDrawn"] >= facts["widgetViews"] and not facts["widgetErrors"], (
+        f"{name}: {facts['widgetsDrawn']} of {facts['widgetViews']} widgets drawn, "
+        f"{facts['widgetErrors']} errors")
+    assert not facts["mathRaw"] and not facts["mathErrors"], (
+        f"{name}: math MathJax did not typeset {facts['mathRaw'][:3]}")
     facts["solutions"] = _check_solutions(page, name)
     page.unroute("**/*")
-    facts["refused"] = refused
+    page.remove_listener("requestfailed", on_failed)
+    failed = [url for url in failed if url not in refused]
+    # Everything a page needs is in the book: nothing asked of the network, nothing missing.
+    assert not refused, f"{name}: the page asked the network for {refused[:3]}"
+    assert not failed, f"{name}: files the page could not load {failed[:3]}"
     return facts
 
 
@@ -227,6 +253,8 @@ def test_rendered_book_in_chromium(chapter_runs, tmp_path):
                 assert seen[name]["solutions"] >= 3, f"{name}: fewer than 3 solutions"
         browser.close()
     assert sum(len(f["audio"]) for f in seen.values()) > 0, "no audio player anywhere"
+    assert sum(f["widgetsDrawn"] for f in seen.values()) > 0, "no widget drawn anywhere"
+    assert sum(f["math"] for f in seen.values()) > 0, "no typeset math anywhere"
     figures = {name: f["figures"] for name, f in seen.items() if name in stems}
     assert all(figures.values()), f"chapters without a figure (matplotlib backend?): {figures}"
 
