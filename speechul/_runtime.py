@@ -24,6 +24,7 @@ import torch
 
 __all__ = [
     "default_device",
+    "eval_chunk",
     "seed_everything",
     "cache_dir",
     "fingerprint",
@@ -44,6 +45,16 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def eval_chunk(device: torch.device) -> int:
+    """Clips per forward pass when evaluating (no gradients) on ``device``.
+
+    On a CPU small chunks keep each layer's activations in cache: 128 clips at a time run the
+    default model over the embedded corpus ~2.5x faster than 1024 (measured, 2 cores). A GPU
+    wants large chunks to fill it.
+    """
+    return 128 if device.type == "cpu" else 1024
 
 
 def seed_everything(seed: int) -> None:

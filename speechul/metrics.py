@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._runtime import eval_chunk
 from .data import Corpus, Split
 
 __all__ = [
@@ -46,12 +47,14 @@ def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+def predict(model: nn.Module, x: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
     """Logits (N, C) of inputs x (N, ...) in eval mode, without gradients, ``chunk`` at a time.
 
-    Chunking bounds memory on large corpora; the result is float32 on the model's device.
+    Chunking bounds memory on large corpora and, on a CPU, is faster (``eval_chunk``); the
+    result is float32 on the model's device.
     """
     device = next(model.parameters()).device
+    chunk = chunk or eval_chunk(device)
     with _eval_mode(model):
         parts = [model(x[i : i + chunk].to(device)).float() for i in range(0, len(x), chunk)]
     if not parts:

@@ -17,6 +17,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from ._runtime import eval_chunk
 from .data import Corpus
 
 __all__ = ["embeddings", "ProbeResult", "linear_probe"]
@@ -24,9 +25,10 @@ __all__ = ["embeddings", "ProbeResult", "linear_probe"]
 
 @torch.no_grad()
 def embeddings(model: nn.Module, corpus: Corpus, indices: torch.Tensor,
-               chunk: int = 1024) -> torch.Tensor:
+               chunk: int | None = None) -> torch.Tensor:
     """Penultimate embeddings of the given clips: -> (len(indices), D) float32 on the CPU."""
     model.eval()
+    chunk = chunk or eval_chunk(corpus.x.device)
     out = [model.embed(corpus.x[indices[i : i + chunk]]).float().cpu()
            for i in range(0, len(indices), chunk)]
     return torch.cat(out) if out else torch.zeros(0, 0)

@@ -24,6 +24,7 @@ from ._runtime import (
     autocast,
     cache_dir,
     checked_load,
+    eval_chunk,
     fingerprint,
     progress,
     seed_everything,
@@ -125,8 +126,9 @@ def one_epoch(model: nn.Module, batches: Batches, loss_fn: LossFn,
 
 
 @torch.no_grad()
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 1024) -> float:
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     model.eval()
+    chunk = eval_chunk(x.device)
     hits = sum((model(x[i : i + chunk]).argmax(1) == y[i : i + chunk]).sum().item()
                for i in range(0, len(y), chunk))
     return hits / max(len(y), 1)
@@ -178,7 +180,8 @@ def train_on(corpus: Corpus, indices: torch.Tensor, recipe: TrainConfig, seed: i
     """Train a fresh model on the given corpus indices (the original uses all of train)."""
     model = fresh_model(recipe, corpus.n_classes, corpus.device, seed)
     batches = Batches(corpus.x, corpus.y, indices, recipe.batch_size, seed=seed)
-    val_batches = None if val is None else Batches(corpus.x, corpus.y, val, 1024, shuffle=False)
+    val_batches = (None if val is None else
+                   Batches(corpus.x, corpus.y, val, eval_chunk(corpus.device), shuffle=False))
     with Timer() as timer:
         history = fit(model, batches, recipe, val=val_batches, desc=desc)
     return Trained(model, recipe, history, timer.seconds)
