@@ -10,10 +10,11 @@ run in-process or as a Ray task on another worker.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,13 @@ import torch
 from torch import nn
 
 from . import data, metrics, train, unlearn
-from ._runtime import atomic_save, cache_dir, checked_load, fingerprint, progress
+from ._runtime import (
+    atomic_save,
+    cache_dir,
+    checked_load,
+    fingerprint,
+    progress,
+)
 
 __all__ = ["Setting", "run", "run_many", "run_one", "reference", "summary", "GROUP"]
 
@@ -208,34 +215,90 @@ def _append(results: Path | None, row: dict) -> None:
         os.fsync(handle.fileno())
 
 
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """torch's CPU thread count set to ``n`` (``None``: unchanged) inside the block."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n or before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _with_threads(fn: Any, threads: int, *args: Any) -> Any:
-    """Run ``fn`` with the driver's torch thread count: CPU float sums depend on how work is
-    split between threads, and Ray workers default to one thread."""
+    """Run ``fn`` with a fixed torch thread count (a Ray task: workers default to one).
+
+    CPU float sums depend on how work is split between threads, so a run equals its in-process
+    twin only at the same thread count.
+    """
     torch.set_num_threads(threads)
     return fn(*args)
 
 
-def _ray_rows(setting: Setting, todo: list[tuple[str, int]], address: str) -> Iterable[dict]:
-    """Run the (method, seed) pairs as Ray tasks; references first, since methods need them."""
+def _prepare(setting: Setting, seed: int) -> float:
+    """Train (or find in the cache) the original and Retrain of one (setting, seed)."""
+    return reference(setting, seed)[1]
+
+
+Todo = list[tuple[Setting, str, int]]
+
+
+def _ray_rows(todo: Todo, address: str, threads: int) -> Iterator[dict]:
+    """The runs as Ray tasks, one ``threads``-thread task per CPU Ray offers."""
     try:
         import ray
     except ImportError as err:
         hint = "the Ray runner needs the 'ray' extra: pip install 'speechul[ray]'"
         raise ImportError(hint) from err
     env = {"SPEECHUL_CACHE": str(cache_dir()), "SPEECHUL_QUIET": "1"}
+    ours = address == "local" and not ray.is_initialized()  # a local instance we start, we stop
     ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
              runtime_env={"env_vars": env}, include_dashboard=False, log_to_driver=False)
-    task, threads = ray.remote(_with_threads), torch.get_num_threads()
-    for seed in sorted({s for _, s in todo}):  # train each seed's original and Retrain once
-        ray.get(task.remote(reference, threads, setting, seed))
-    pending = [task.remote(run_one, threads, setting, m, s) for m, s in todo]
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        yield ray.get(done[0])
+    try:
+        yield from _ray_tasks(ray, todo, threads)
+    finally:
+        if ours:
+            ray.shutdown()
+
+
+def _ray_tasks(ray: Any, todo: Todo, threads: int) -> Iterator[dict]:
+    """Originals missing from the cache are trained first, once each. Then each (setting,
+    seed)'s Retrain; its methods are submitted as soon as it is in the cache, so references and
+    methods of different requests overlap. Rows come back in the order they finish."""
+    task = ray.remote(_with_threads)
+    originals = {_original_key(s, seed): (s, seed) for s, _, seed in todo}
+    ray.get([task.remote(_cache_original, threads, s, seed) for s, seed in originals.values()])
+    by_request: dict[tuple[str, int], Todo] = {}
+    for setting, method, seed in todo:
+        by_request.setdefault((setting.key, seed), []).append((setting, method, seed))
+    waiting = {task.remote(_prepare, threads, runs[0][0], runs[0][2]): key
+               for key, runs in by_request.items()}
+    running: list = []
+    while waiting or running:
+        (ref,), _ = ray.wait([*waiting, *running], num_returns=1)
+        if ref in waiting:
+            ray.get(ref)  # a failed Retrain raises here
+            running += [task.remote(run_one, threads, *run) for run in by_request[waiting.pop(ref)]]
+        else:
+            running.remove(ref)
+            yield ray.get(ref)
+
+
+def _cache_original(setting: Setting, seed: int) -> None:
+    """Train (or find) the original; returns nothing, so no model or corpus travels back."""
+    _load(setting, seed)
+
+
+def _original_key(setting: Setting, seed: int) -> tuple:
+    """What identifies the original model a run of (setting, seed) starts from."""
+    return (setting.dataset, setting.task, setting.size, setting.device, setting.recipe,
+            tuple(sorted(setting.data_options.items())),
+            seed if setting.vary_original else setting.original_seed)
 
 
 def run(setting: Setting, *, results: str | os.PathLike | None = None,
-        ray_address: str | None = None) -> pd.DataFrame:
+        ray_address: str | None = None, threads: int | None = None) -> pd.DataFrame:
     """Run every (method, seed) of ``setting`` plus Retrain; return the tidy table.
 
     Args:
@@ -243,31 +306,39 @@ def run(setting: Setting, *, results: str | os.PathLike | None = None,
             are appended as they finish.
         ray_address: ``None`` runs in-process; ``"local"`` starts a local Ray instance; any other
             value is a Ray cluster address. The cache folder must be shared with the workers.
+        threads: torch CPU threads per run (default: this process's); on Ray, give each task
+            its share of a worker machine's cores. CPU float sums depend on the thread count,
+            so a table is bitwise repeatable at a fixed one (measured: on 2 cores, two
+            one-thread runs side by side are no faster than one two-thread run).
     """
-    path = None if results is None else Path(results)
-    done = _read(path)
-    methods = (REFERENCE, *[m for m in setting.methods if m != REFERENCE])
-    todo = [(m, s) for s in setting.seeds for m in methods if (setting.key, m, s) not in done]
-    if ray_address is None:
-        rows = (run_one(setting, m, s) for m, s in todo)
-    else:
-        rows = _ray_rows(setting, todo, ray_address)
-    for row in progress(rows, total=len(todo), desc=f"{setting.task}/{setting.kind} grid"):
-        done[(row["setting"], row["method"], int(row["seed"]))] = row
-        _append(path, row)
-    return pd.DataFrame([done[(setting.key, m, s)] for m in methods for s in setting.seeds])
+    return run_many([setting], results=results, ray_address=ray_address, threads=threads)
 
 
 def run_many(settings: Iterable[Setting], *, results: str | os.PathLike | None = None,
-             ray_address: str | None = None) -> pd.DataFrame:
+             ray_address: str | None = None, threads: int | None = None) -> pd.DataFrame:
     """:func:`run` for several settings (e.g. tasks x forget fractions), one table.
 
     All settings share one results file: rows are keyed by setting, so resuming works too.
     """
-    tables = [run(s, results=results, ray_address=ray_address) for s in settings]
-    if not tables:
+    settings = list(settings)
+    if not settings:
         raise ValueError("give at least one setting")
-    return pd.concat(tables, ignore_index=True)
+    path = None if results is None else Path(results)
+    done = _read(path)
+    plan = {s.key: (s, (REFERENCE, *[m for m in s.methods if m != REFERENCE])) for s in settings}
+    todo = [(s, m, seed) for s, methods in plan.values() for seed in s.seeds for m in methods
+            if (s.key, m, seed) not in done]
+    threads = threads or torch.get_num_threads()
+    if ray_address is None or not todo:
+        rows = (run_one(*run) for run in todo)
+    else:
+        rows = _ray_rows(todo, ray_address, threads)
+    with _threads(threads):
+        for row in progress(rows, total=len(todo), desc="grid"):
+            done[(row["setting"], row["method"], int(row["seed"]))] = row
+            _append(path, row)
+    return pd.DataFrame([done[(s.key, m, seed)] for s, methods in plan.values()
+                         for m in methods for seed in s.seeds])
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:

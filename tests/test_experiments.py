@@ -113,3 +113,23 @@ def test_hyper_parameters_are_checked_before_anything_runs():
         experiments.Setting(hparams={"scrub": {"epoch": 3}})
     with pytest.raises(ValueError, match="must be positive"):
         experiments.Setting(hparams={"finetune": {"lr": 0}})
+
+
+def test_one_thread_ray_tasks_match_one_thread_in_process(tmp_path, monkeypatch):
+    """Ray tasks at a chosen thread count compute what an in-process run at that count
+    computes, training included (each side has its own cache)."""
+    import ray
+    import torch
+
+    setting = dataclasses.replace(SETTING, recipe=train.TrainConfig(epochs=2), seeds=(0,))
+    before = torch.get_num_threads()
+    here = experiments.run(setting, threads=1)
+    assert torch.get_num_threads() == before, "the thread count must be restored"
+    monkeypatch.setenv("SPEECHUL_CACHE", str(tmp_path / "cache"))  # Ray retrains everything
+    try:
+        remote = experiments.run(setting, ray_address="local", threads=1)
+    finally:
+        ray.shutdown()
+    assert (tmp_path / "cache" / "models").is_dir(), "the Ray workers did not use their cache"
+    pd.testing.assert_frame_equal(remote[METRICS], here[METRICS], check_exact=True)
+
