@@ -143,19 +143,29 @@ def _reference_path(setting: Setting, original: train.Trained, seed: int) -> Pat
 
 
 def reference(setting: Setting, seed: int) -> tuple[nn.Module, float]:
-    """The Retrain model for (setting, seed) and its seconds: trained once, then cached."""
+    """The Retrain model for (setting, seed) and its seconds: trained once, then cached.
+
+    The seconds are those of the training run, rescaled to the machine's speed now when the
+    model comes from the cache (``train.speed_probe`` then and now): a cache filled on a busy or
+    slow day would otherwise skew every time fraction computed against it.
+    """
     original, split = _load(setting, seed)
+    corpus = split.corpus
     hp = dict(setting.hparams.get(REFERENCE, {}))
     path = _reference_path(setting, original, seed)
     saved = checked_load(path)
-    model = train.fresh_model(setting.recipe, split.corpus.n_classes, split.corpus.device, seed)
+    model = train.fresh_model(setting.recipe, corpus.n_classes, corpus.device, seed)
     if saved is None:
         out = unlearn.run(REFERENCE, original, split, seed=seed, **hp)
         state = {k: v.detach().cpu() for k, v in out.model.state_dict().items()}
-        saved = {"state_dict": state, "seconds": out.seconds}
+        probe = train.speed_probe(setting.recipe, corpus, fresh=True)
+        saved = {"state_dict": state, "seconds": out.seconds, "probe": probe}
         atomic_save(saved, path)
     model.load_state_dict(saved["state_dict"])
-    return model.eval(), float(saved["seconds"])
+    seconds = float(saved["seconds"])
+    if "probe" in saved:  # checkpoints from before the probe keep their raw seconds
+        seconds *= train.speed_probe(setting.recipe, corpus) / saved["probe"]
+    return model.eval(), seconds
 
 
 # Retrain's own row, evaluated once per (checkpoint file, its modification time) in this process:

@@ -32,7 +32,7 @@ from ._runtime import (
 from .data import Batches, Corpus
 
 __all__ = ["TrainConfig", "Trained", "Diverged", "one_epoch", "fit", "fresh_model", "train_on",
-           "original", "cross_entropy"]
+           "original", "cross_entropy", "speed_probe"]
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -173,6 +173,38 @@ def fresh_model(recipe: TrainConfig, n_classes: int, device: torch.device, seed:
     model = models.build(recipe.arch, n_classes, width=recipe.width).to(device)
     # channels_last is oneDNN's fast layout on CPU (1.6x here) and the tensor-core one on GPU.
     return model.to(memory_format=torch.channels_last)
+
+
+# The machine's training speed, measured once per process and setup (see speed_probe).
+_PROBES: dict[tuple, float] = {}
+
+
+def speed_probe(recipe: TrainConfig, corpus: Corpus, *, fresh: bool = False,
+                steps: int = 12) -> float:
+    """Median seconds of one training step of the recipe's model on this corpus, measured now.
+
+    Wall-clock times kept in a cache go stale when the machine's speed changes: a shared virtual
+    machine here ran the same training 40 % slower an hour later. A time saved with the probe of
+    its day can be rescaled to today's speed (``experiments.reference`` does, so time fractions
+    compare like with like). Measured once per process and setup; ``fresh`` measures again.
+    The probe draws no global random numbers (the caller's seeds are untouched).
+    """
+    key = (recipe, corpus.n_classes, tuple(corpus.x.shape[1:]), str(corpus.device))
+    if fresh or key not in _PROBES:
+        with torch.random.fork_rng(devices=[]):
+            model = models.build(recipe.arch, corpus.n_classes, width=recipe.width)
+        model = model.to(corpus.device, memory_format=torch.channels_last).train()
+        x, y = corpus.x[: recipe.batch_size], corpus.y[: recipe.batch_size]
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        times = []
+        for _ in range(steps + 3):  # three warm-up steps
+            with Timer() as timer:
+                optimizer.zero_grad(set_to_none=True)
+                F.cross_entropy(model(x), y).backward()
+                optimizer.step()
+            times.append(timer.seconds)
+        _PROBES[key] = sorted(times[3:])[steps // 2]
+    return _PROBES[key]
 
 
 def train_on(corpus: Corpus, indices: torch.Tensor, recipe: TrainConfig, seed: int = 0, *,

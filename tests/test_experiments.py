@@ -8,6 +8,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from speechul import cli, experiments, train
 
@@ -119,7 +120,6 @@ def test_one_thread_ray_tasks_match_one_thread_in_process(tmp_path, monkeypatch)
     """Ray tasks at a chosen thread count compute what an in-process run at that count
     computes, training included (each side has its own cache)."""
     import ray
-    import torch
 
     setting = dataclasses.replace(SETTING, recipe=train.TrainConfig(epochs=2), seeds=(0,))
     before = torch.get_num_threads()
@@ -133,3 +133,26 @@ def test_one_thread_ray_tasks_match_one_thread_in_process(tmp_path, monkeypatch)
     assert (tmp_path / "cache" / "models").is_dir(), "the Ray workers did not use their cache"
     pd.testing.assert_frame_equal(remote[METRICS], here[METRICS], check_exact=True)
 
+
+
+def test_cached_retrain_seconds_follow_the_machine_speed(table, monkeypatch):
+    """A Retrain time read from the cache is rescaled by the speed probe of its day and now."""
+    original, _ = experiments._load(SETTING, 0)
+    saved = experiments.checked_load(experiments._reference_path(SETTING, original, 0))
+    assert saved["probe"] > 0
+    monkeypatch.setattr(experiments.train, "speed_probe", lambda *a, **k: 2 * saved["probe"])
+    _, seconds = experiments.reference(SETTING, 0)
+    assert seconds == pytest.approx(2 * saved["seconds"])  # a machine half as fast today
+    rows = experiments.run(SETTING)
+    retrain = rows[(rows.method == "retrain") & (rows.seed == 0)].iloc[0]
+    assert retrain.seconds == pytest.approx(2 * saved["seconds"])
+    finetune = rows[(rows.method == "finetune") & (rows.seed == 0)].iloc[0]
+    assert finetune.time_fraction == pytest.approx(finetune.seconds / (2 * saved["seconds"]))
+
+
+def test_the_speed_probe_leaves_the_random_stream_alone(tiny_corpus):
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    assert train.speed_probe(RECIPE, tiny_corpus, fresh=True, steps=2) > 0
+    assert torch.equal(torch.rand(3), expected)
