@@ -8,24 +8,17 @@ and the graded one cannot drift apart.
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import jupytext
 import pytest
+from scriptload import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "book" / "assignments"
-_spec = importlib.util.spec_from_file_location("assignment_grader", FOLDER / "grader.py")
-grader = sys.modules.setdefault("assignment_grader", importlib.util.module_from_spec(_spec))
-if not hasattr(grader, "grade"):
-    _spec.loader.exec_module(grader)
-
-_nb = importlib.util.spec_from_file_location("book_notebooks", ROOT / "scripts" / "notebooks.py")
-notebooks = importlib.util.module_from_spec(_nb)
-_nb.loader.exec_module(notebooks)
+grader = load_script("assignment_grader", FOLDER / "grader.py")
+notebooks = load_script("book_notebooks", ROOT / "scripts" / "notebooks.py")
 
 # assignment -> (starter, reference, wrong solution, the check the wrong one must fail)
 CASES = {

@@ -14,7 +14,6 @@ chapter raises and that its Colab button opens the generated notebook.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -26,12 +25,10 @@ import nbformat
 import papermill
 import pytest
 import yaml
+from scriptload import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("run_chapters", ROOT / "scripts" / "run_chapters.py")
-runner = sys.modules.setdefault("run_chapters", importlib.util.module_from_spec(_spec))
-if not hasattr(runner, "execute"):  # first import (tests/test_browser.py may have done it)
-    _spec.loader.exec_module(runner)
+runner = load_script("run_chapters")  # shared with tests/test_browser.py
 notebooks = runner.notebooks
 
 CHAPTERS = notebooks.chapters(ROOT)

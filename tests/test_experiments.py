@@ -123,14 +123,17 @@ def test_one_thread_ray_tasks_match_one_thread_in_process(tmp_path, monkeypatch)
 
     setting = dataclasses.replace(SETTING, recipe=train.TrainConfig(epochs=2), seeds=(0,))
     before = torch.get_num_threads()
+    # Fresh caches: a model another test trained at another thread count must not be reused.
+    monkeypatch.setenv("SPEECHUL_CACHE", str(tmp_path / "here"))
     here = experiments.run(setting, threads=1)
     assert torch.get_num_threads() == before, "the thread count must be restored"
-    monkeypatch.setenv("SPEECHUL_CACHE", str(tmp_path / "cache"))  # Ray retrains everything
+    monkeypatch.setenv("SPEECHUL_CACHE", str(tmp_path / "ray"))
     try:
         remote = experiments.run(setting, ray_address="local", threads=1)
     finally:
         ray.shutdown()
-    assert (tmp_path / "cache" / "models").is_dir(), "the Ray workers did not use their cache"
+    for side in ("here", "ray"):
+        assert list((tmp_path / side / "models").glob("retrain-*.pt")), f"{side}: no own Retrain"
     pd.testing.assert_frame_equal(remote[METRICS], here[METRICS], check_exact=True)
 
 
