@@ -24,13 +24,7 @@ import torch
 from torch import nn
 
 from . import data, metrics, train, unlearn
-from ._runtime import (
-    atomic_save,
-    cache_dir,
-    checked_load,
-    fingerprint,
-    progress,
-)
+from ._runtime import atomic_save, cache_dir, checked_load, fingerprint, progress
 
 __all__ = ["Setting", "run", "run_many", "run_one", "reference", "summary", "GROUP"]
 
@@ -226,10 +220,14 @@ def _append(results: Path | None, row: dict) -> None:
 
 
 @contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    """torch's CPU thread count set to ``n`` (``None``: unchanged) inside the block."""
+def _threads(n: int) -> Iterator[None]:
+    """torch's CPU thread count set to ``n`` inside the block.
+
+    CPU float sums depend on how work is split between threads, so a run equals its twin (in
+    another process, or a Ray task: workers default to one thread) only at the same count.
+    """
     before = torch.get_num_threads()
-    torch.set_num_threads(n or before)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
@@ -237,13 +235,9 @@ def _threads(n: int | None) -> Iterator[None]:
 
 
 def _with_threads(fn: Any, threads: int, *args: Any) -> Any:
-    """Run ``fn`` with a fixed torch thread count (a Ray task: workers default to one).
-
-    CPU float sums depend on how work is split between threads, so a run equals its in-process
-    twin only at the same thread count.
-    """
-    torch.set_num_threads(threads)
-    return fn(*args)
+    """``fn(*args)`` at ``threads`` torch threads: the body of every Ray task."""
+    with _threads(threads):
+        return fn(*args)
 
 
 def _prepare(setting: Setting, seed: int) -> float:
