@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import train
-from ._runtime import cache_dir, cached, fingerprint, progress
+from ._runtime import cache_dir, cached, fingerprint, precision, progress
 from .data import Batches, Corpus
 from .metrics import predict
 
@@ -97,7 +97,7 @@ def shadows(corpus: Corpus, recipe: train.TrainConfig, n: int = 8, seed: int = 0
     pool = torch.cat([corpus.indices(p) for p in parts]).sort().values
     keep_pool = _keep_matrix(n, len(pool), seed)
     key = fingerprint(corpus.key, corpus.task, tuple(corpus.x.shape[1:]), asdict(recipe), n,
-                      seed, list(parts))
+                      seed, list(parts), precision(corpus.device))
     scores = []
     for s in progress(range(n), desc="shadow models"):
         def build(s: int = s) -> torch.Tensor:

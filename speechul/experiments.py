@@ -24,7 +24,15 @@ import torch
 from torch import nn
 
 from . import data, metrics, train, unlearn
-from ._runtime import atomic_save, cache_dir, checked_load, fingerprint, progress
+from ._runtime import (
+    atomic_save,
+    cache_dir,
+    checked_load,
+    default_device,
+    fingerprint,
+    precision,
+    progress,
+)
 
 __all__ = ["Setting", "run", "run_many", "run_one", "reference", "summary", "GROUP"]
 
@@ -87,11 +95,12 @@ class Setting:
 
     @property
     def key(self) -> str:
-        """Identifies the request and recipe (not the methods or seeds tried on it)."""
+        """Identifies the request, recipe and training precision (not the methods or seeds tried
+        on it): a results file written in fp32 is not resumed by a bf16 run."""
         fields = asdict(self)
         for name in ("methods", "seeds", "device"):
             fields.pop(name)
-        return fingerprint(fields)
+        return fingerprint(fields, precision(default_device(self.device)))
 
     @property
     def reference_key(self) -> str:

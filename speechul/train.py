@@ -26,6 +26,7 @@ from ._runtime import (
     checked_load,
     eval_chunk,
     fingerprint,
+    precision,
     progress,
     seed_everything,
 )
@@ -189,7 +190,8 @@ def speed_probe(recipe: TrainConfig, corpus: Corpus, *, fresh: bool = False,
     compare like with like). Measured once per process and setup; ``fresh`` measures again.
     The probe draws no global random numbers (the caller's seeds are untouched).
     """
-    key = (recipe, corpus.n_classes, tuple(corpus.x.shape[1:]), str(corpus.device))
+    key = (recipe, corpus.n_classes, tuple(corpus.x.shape[1:]), str(corpus.device),
+           precision(corpus.device))
     if fresh or key not in _PROBES:
         with torch.random.fork_rng(devices=[]):
             model = models.build(recipe.arch, corpus.n_classes, width=recipe.width)
@@ -200,7 +202,9 @@ def speed_probe(recipe: TrainConfig, corpus: Corpus, *, fresh: bool = False,
         for _ in range(steps + 3):  # three warm-up steps
             with Timer() as timer:
                 optimizer.zero_grad(set_to_none=True)
-                F.cross_entropy(model(x), y).backward()
+                with autocast(corpus.device):
+                    loss = F.cross_entropy(model(x), y)
+                loss.backward()
                 optimizer.step()
             times.append(timer.seconds)
         _PROBES[key] = sorted(times[3:])[steps // 2]
@@ -226,7 +230,8 @@ def original(corpus: Corpus, recipe: TrainConfig = TrainConfig(), seed: int = 0,
     A re-run loads the checkpoint instead of retraining; a damaged checkpoint is detected by its
     checksum and retrained, never silently used.
     """
-    key = fingerprint(corpus.key, corpus.task, tuple(corpus.x.shape[1:]), asdict(recipe), seed)
+    key = fingerprint(corpus.key, corpus.task, tuple(corpus.x.shape[1:]), asdict(recipe), seed,
+                      precision(corpus.device))
     path = cache_dir(cache) / "models" / f"original-{key}.pt"
     saved = checked_load(path) if use_cache else None
     if saved is not None:

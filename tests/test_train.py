@@ -73,3 +73,24 @@ def test_bad_recipes_rejected():
         train.TrainConfig(epochs=0)
     with pytest.raises(ValueError, match="unknown schedule"):
         train.TrainConfig(schedule="linear")
+
+
+def test_cpu_bf16_is_opt_in_and_keyed(tiny_corpus, tmp_path, monkeypatch):
+    """fp32 by default; SPEECHUL_CPU_BF16=1 trains under bf16 autocast, in a checkpoint of its
+    own (never the fp32 one), and learns; a bad value is refused by name."""
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("SPEECHUL_CPU_BF16", raising=False)
+    assert train.precision(cpu) == "fp32"
+    fp32 = train.original(tiny_corpus, QUICK, seed=0, cache=tmp_path)
+    monkeypatch.setenv("SPEECHUL_CPU_BF16", "1")
+    assert train.precision(cpu) == "bf16"
+    with train.autocast(cpu):
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+    bf16 = train.original(tiny_corpus, QUICK, seed=0, cache=tmp_path)
+    assert bf16.key != fp32.key and len(list((tmp_path / "models").glob("original-*.pt"))) == 2
+    assert not _same_weights(bf16.model, fp32.model)
+    assert bf16.history[-1]["loss"] < bf16.history[0]["loss"]
+    monkeypatch.setenv("SPEECHUL_CPU_BF16", "yes")
+    with pytest.raises(ValueError, match="SPEECHUL_CPU_BF16"):
+        train.precision(cpu)

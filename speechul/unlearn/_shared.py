@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._runtime import autocast, progress
+from .._runtime import progress
 from ..data import Batches
 
 #: Where :func:`epoch_loop` keeps the weights from before the current epoch (``run`` restores them).
@@ -131,16 +131,18 @@ def decode(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _gradient_sums(model: nn.Module, stream: Batches, square: bool,
                    desc: str) -> dict[str, torch.Tensor]:
-    """Per-parameter sum over mini-batches of the CE gradient (or its square), in eval mode."""
+    """Per-parameter sum over mini-batches of the CE gradient (or its square), in eval mode.
+
+    In full precision even where training uses bf16/fp16: these gradients are measurements
+    (ranked by SalUn, squared by SSD), and bf16's 8-bit mantissa would tie and blur them.
+    """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     total = {n: torch.zeros_like(p) for n, p in named}
     was_training = model.training
     model.eval()  # batch-norm statistics must not move: these passes only measure
-    device = next(model.parameters()).device
     for x, y in progress(stream, desc=desc, total=len(stream)):
         model.zero_grad(set_to_none=True)
-        with autocast(device):
-            loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(model(x), y)
         loss.backward()
         for n, p in named:
             if p.grad is not None:
@@ -171,8 +173,13 @@ def saliency_mask(model: nn.Module, forget: Batches, fraction: float) -> dict[st
     saliency = {n: g.abs() for n, g in grads.items()}
     flat = torch.cat([s.flatten() for s in saliency.values()])
     k = max(1, round(fraction * len(flat)))
-    threshold = torch.topk(flat, k).values.min()
-    return {n: (s >= threshold).to(s.dtype) for n, s in saliency.items()}
+    chosen = torch.zeros_like(flat)
+    chosen[torch.topk(flat, k).indices] = 1.0  # exactly k weights, even where saliencies tie
+    masks, start = {}, 0
+    for n, s in saliency.items():
+        masks[n] = chosen[start : start + s.numel()].view_as(s)
+        start += s.numel()
+    return masks
 
 
 def fisher_diagonal(model: nn.Module, stream: Batches,
