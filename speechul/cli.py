@@ -18,8 +18,6 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch
-
 from . import experiments, train, unlearn
 
 __all__ = ["main", "parser"]
@@ -99,8 +97,11 @@ def parser() -> argparse.ArgumentParser:
     grid.add_argument("--hparams", type=_json, default={},
                       help='per-method overrides as JSON, e.g. \'{"scrub": {"epochs": 3}}\'')
     grid.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
+    grid.add_argument("--processes", type=_positive, default=1,
+                      help="worker processes of this machine (default 1: all in this one)")
     grid.add_argument("--threads", type=_positive, default=None,
-                      help="torch CPU threads (default: torch's); float sums depend on it")
+                      help="torch CPU threads per run (default: torch's divided among the "
+                           "processes); float sums depend on it")
     grid.add_argument("--ray", default=None, metavar="ADDRESS",
                       help="run each (method, seed) as a Ray task: 'local' or a cluster address")
     grid.add_argument("--out", type=Path, default=Path("results"), help="output folder")
@@ -127,12 +128,11 @@ def _grid(args: argparse.Namespace, top: argparse.ArgumentParser) -> int:
     from . import plots
 
     settings = _settings(args, top)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         table = experiments.run_many(settings, results=args.out / "results.jsonl",
-                                     ray_address=args.ray)
+                                     ray_address=args.ray, processes=args.processes,
+                                     threads=args.threads)
     except ValueError as err:  # e.g. an unknown class or speaker, found when the corpus loads
         top.error(str(err))
     table.to_csv(args.out / "results.csv", index=False)

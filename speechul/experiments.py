@@ -1,4 +1,5 @@
-"""Experiment grids: (setting x method x seed) -> one tidy table, resumable, optionally on Ray.
+"""Experiment grids: (setting x method x seed) -> one tidy table, resumable, on worker processes
+or Ray if asked.
 
 The chapters and the command line (``python -m speechul grid ...``) call the same :func:`run`, so
 any table in the book can be regenerated from the shell. One run of a method is
@@ -10,11 +11,15 @@ run in-process or as a Ray task on another worker.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import json
+import multiprocessing
 import os
-from collections.abc import Iterable, Iterator, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,6 +260,32 @@ def _prepare(setting: Setting, seed: int) -> float:
 
 
 Todo = list[tuple[Setting, str, int]]
+Submit = Callable[..., concurrent.futures.Future]
+
+
+def _scheduled(submit: Submit, todo: Todo) -> Iterator[dict]:
+    """The runs on workers, through ``submit(fn, *args) -> Future``: originals missing from the
+    cache are trained first, once each. Then each (setting, seed)'s Retrain; its methods are
+    submitted as soon as it is in the cache, so references and methods of different requests
+    overlap. Rows come back in the order they finish."""
+    originals = {_original_key(s, seed): (s, seed) for s, _, seed in todo}
+    for future in [submit(_cache_original, s, seed) for s, seed in originals.values()]:
+        future.result()
+    by_request: dict[tuple[str, int], Todo] = {}
+    for setting, method, seed in todo:
+        by_request.setdefault((setting.key, seed), []).append((setting, method, seed))
+    waiting = {submit(_prepare, runs[0][0], runs[0][2]): key for key, runs in by_request.items()}
+    running: set[concurrent.futures.Future] = set()
+    while waiting or running:
+        finished, _ = concurrent.futures.wait([*waiting, *running],
+                                              return_when=concurrent.futures.FIRST_COMPLETED)
+        for future in finished:
+            if future in waiting:
+                future.result()  # a failed Retrain raises here
+                running |= {submit(run_one, *run) for run in by_request[waiting.pop(future)]}
+            else:
+                running.remove(future)
+                yield future.result()
 
 
 def _ray_rows(todo: Todo, address: str, threads: int) -> Iterator[dict]:
@@ -268,34 +299,43 @@ def _ray_rows(todo: Todo, address: str, threads: int) -> Iterator[dict]:
     ours = address == "local" and not ray.is_initialized()  # a local instance we start, we stop
     ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
              runtime_env={"env_vars": env}, include_dashboard=False, log_to_driver=False)
+    task = ray.remote(_with_threads)
     try:
-        yield from _ray_tasks(ray, todo, threads)
+        yield from _scheduled(lambda fn, *args: task.remote(fn, threads, *args).future(), todo)
     finally:
         if ours:
             ray.shutdown()
 
 
-def _ray_tasks(ray: Any, todo: Todo, threads: int) -> Iterator[dict]:
-    """Originals missing from the cache are trained first, once each. Then each (setting,
-    seed)'s Retrain; its methods are submitted as soon as it is in the cache, so references and
-    methods of different requests overlap. Rows come back in the order they finish."""
-    task = ray.remote(_with_threads)
-    originals = {_original_key(s, seed): (s, seed) for s, _, seed in todo}
-    ray.get([task.remote(_cache_original, threads, s, seed) for s, seed in originals.values()])
-    by_request: dict[tuple[str, int], Todo] = {}
-    for setting, method, seed in todo:
-        by_request.setdefault((setting.key, seed), []).append((setting, method, seed))
-    waiting = {task.remote(_prepare, threads, runs[0][0], runs[0][2]): key
-               for key, runs in by_request.items()}
-    running: list = []
-    while waiting or running:
-        (ref,), _ = ray.wait([*waiting, *running], num_returns=1)
-        if ref in waiting:
-            ray.get(ref)  # a failed Retrain raises here
-            running += [task.remote(run_one, threads, *run) for run in by_request[waiting.pop(ref)]]
-        else:
-            running.remove(ref)
-            yield ray.get(ref)
+def _worker_setup(env: dict[str, str], threads: int) -> None:
+    """Runs once in each pool worker: the parent's cache folder, quiet bars, its thread share,
+    and a watch that ends the worker when its parent dies (a killed kernel would otherwise
+    leave workers waiting on the task queue for ever)."""
+    os.environ.update(env)
+    torch.set_num_threads(threads)
+    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _pool_rows(todo: Todo, processes: int, threads: int) -> Iterator[dict]:
+    """The runs on ``processes`` worker processes of this machine (standard library pool).
+
+    Spawned, not forked: a forked copy of a process whose OpenMP threads already ran can hang.
+    Workers load the corpus, originals and Retrains from the disk caches, like Ray tasks.
+    """
+    env = {"SPEECHUL_CACHE": str(cache_dir()), "SPEECHUL_QUIET": "1"}
+    pool = concurrent.futures.ProcessPoolExecutor(
+        processes, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_setup,
+        initargs=(env, threads))
+    try:
+        yield from _scheduled(pool.submit, todo)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _cache_original(setting: Setting, seed: int) -> None:
@@ -311,24 +351,32 @@ def _original_key(setting: Setting, seed: int) -> tuple:
 
 
 def run(setting: Setting, *, results: str | os.PathLike | None = None,
-        ray_address: str | None = None, threads: int | None = None) -> pd.DataFrame:
+        ray_address: str | None = None, processes: int = 1,
+        threads: int | None = None) -> pd.DataFrame:
     """Run every (method, seed) of ``setting`` plus Retrain; return the tidy table.
 
     Args:
         results: a JSON-lines file; finished runs found there are not redone (resume), new ones
             are appended as they finish.
-        ray_address: ``None`` runs in-process; ``"local"`` starts a local Ray instance; any other
-            value is a Ray cluster address. The cache folder must be shared with the workers.
-        threads: torch CPU threads per run (default: this process's); on Ray, give each task
-            its share of a worker machine's cores. CPU float sums depend on the thread count,
-            so a table is bitwise repeatable at a fixed one (measured: on 2 cores, two
-            one-thread runs side by side are no faster than one two-thread run).
+        ray_address: ``None`` runs on this machine; ``"local"`` starts a local Ray instance; any
+            other value is a Ray cluster address. The cache folder must be shared with workers.
+        processes: without Ray, runs go to this many worker processes of this machine (1: all
+            in this process). One single-thread process per core pays on many-core machines;
+            on 2 cores it is no faster than one two-thread process (a 40-run grid: 123 s vs
+            129 s, measured). Call it from a notebook, the shell command or under
+            ``if __name__ == "__main__":`` (workers are spawned and import the main module).
+        threads: torch CPU threads per run (default: this process's, divided among the
+            worker processes); on Ray, give each task its share of a worker machine's cores.
+            CPU float sums depend on the thread count, so a table is bitwise repeatable at a
+            fixed one, whichever runner ran it.
     """
-    return run_many([setting], results=results, ray_address=ray_address, threads=threads)
+    return run_many([setting], results=results, ray_address=ray_address, processes=processes,
+                    threads=threads)
 
 
 def run_many(settings: Iterable[Setting], *, results: str | os.PathLike | None = None,
-             ray_address: str | None = None, threads: int | None = None) -> pd.DataFrame:
+             ray_address: str | None = None, processes: int = 1,
+             threads: int | None = None) -> pd.DataFrame:
     """:func:`run` for several settings (e.g. tasks x forget fractions), one table.
 
     All settings share one results file: rows are keyed by setting, so resuming works too.
@@ -341,11 +389,16 @@ def run_many(settings: Iterable[Setting], *, results: str | os.PathLike | None =
     plan = {s.key: (s, (REFERENCE, *[m for m in s.methods if m != REFERENCE])) for s in settings}
     todo = [(s, m, seed) for s, methods in plan.values() for seed in s.seeds for m in methods
             if (s.key, m, seed) not in done]
-    threads = threads or torch.get_num_threads()
-    if ray_address is None or not todo:
-        rows = (run_one(*run) for run in todo)
-    else:
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1, got {processes}")
+    threads = threads or max(1, torch.get_num_threads() // processes)
+    pooled = ray_address is None and processes > 1 and len(todo) > 1
+    if not todo or (ray_address is None and not pooled):
+        rows: Iterator[dict] = (run_one(*run) for run in todo)
+    elif ray_address is not None:
         rows = _ray_rows(todo, ray_address, threads)
+    else:
+        rows = _pool_rows(todo, processes, threads)
     with _threads(threads):
         for row in progress(rows, total=len(todo), desc="grid"):
             done[(row["setting"], row["method"], int(row["seed"]))] = row

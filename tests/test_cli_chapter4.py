@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from speechul import experiments, train
 
@@ -35,8 +34,10 @@ def _shell(args: list[str], cache: str, out: Path | None = None) -> subprocess.C
 @pytest.fixture(scope="module")
 def shell_summary(cache_path, tmp_path_factory) -> tuple[pd.DataFrame, Path]:
     out = tmp_path_factory.mktemp("ch4")
-    threads = ["--threads", str(torch.get_num_threads())]  # same float sums as this process
-    done = _shell([*ARGV, *threads], cache_path, out)
+    # Two one-thread worker processes (chapter 4's default on 2 cores), compared with one-thread
+    # runs in this process: the same float sums.
+    workers = ["--processes", "2", "--threads", "1"]
+    done = _shell([*ARGV, *workers], cache_path, out)
     assert done.returncode == 0, done.stderr[-3000:]
     return pd.read_csv(out / "summary.csv"), out
 
@@ -45,7 +46,7 @@ def _in_process() -> pd.DataFrame:
     base = experiments.Setting(kind="sample", methods=METHODS, seeds=(0,), size="tiny",
                                recipe=train.TrainConfig(epochs=2), device="cpu")
     settings = [dataclasses.replace(base, task=t, fraction=f) for t in TASKS for f in FRACTIONS]
-    return experiments.summary(experiments.run_many(settings))
+    return experiments.summary(experiments.run_many(settings, threads=1))
 
 
 def test_shell_summary_equals_in_process_summary(shell_summary):
@@ -84,6 +85,7 @@ def test_rerun_resumes_without_new_runs(shell_summary, cache_path):
     (["grid", "--hparams", '{"scrub": {"lr": -1}}'], "lr must be positive"),
     (["grid", "--epochs", "0"], "must be positive"),
     (["grid", "--threads", "0"], "expected a positive integer"),
+    (["grid", "--processes", "-1"], "expected a positive integer"),
     (["grid", "--size", "huge", "--methods", "finetune"], "huge"),
     (["grid", "--seeds", ""], "at least one seed"),
 ])

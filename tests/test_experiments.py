@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -116,9 +122,9 @@ def test_hyper_parameters_are_checked_before_anything_runs():
         experiments.Setting(hparams={"finetune": {"lr": 0}})
 
 
-def test_one_thread_ray_tasks_match_one_thread_in_process(tmp_path, monkeypatch):
-    """Ray tasks at a chosen thread count compute what an in-process run at that count
-    computes, training included (each side has its own cache)."""
+def test_one_thread_workers_match_one_thread_in_process(tmp_path, monkeypatch):
+    """Ray tasks and worker processes at a chosen thread count compute what an in-process run
+    at that count computes, training included (each side has its own cache)."""
     import ray
 
     setting = dataclasses.replace(SETTING, recipe=train.TrainConfig(epochs=2), seeds=(0,))
@@ -132,9 +138,16 @@ def test_one_thread_ray_tasks_match_one_thread_in_process(tmp_path, monkeypatch)
         remote = experiments.run(setting, ray_address="local", threads=1)
     finally:
         ray.shutdown()
-    for side in ("here", "ray"):
+    monkeypatch.setenv("SPEECHUL_CACHE", str(tmp_path / "pool"))
+    pooled = experiments.run(setting, processes=2)  # one thread each: the default share
+    assert torch.get_num_threads() == before
+    for side in ("here", "ray", "pool"):
         assert list((tmp_path / side / "models").glob("retrain-*.pt")), f"{side}: no own Retrain"
     pd.testing.assert_frame_equal(remote[METRICS], here[METRICS], check_exact=True)
+    pd.testing.assert_frame_equal(pooled[METRICS], here[METRICS], check_exact=True)
+    assert list(pooled.method) == list(here.method)
+    with pytest.raises(ValueError, match="processes must be >= 1"):
+        experiments.run(setting, processes=0)
 
 
 
@@ -159,3 +172,44 @@ def test_the_speed_probe_leaves_the_random_stream_alone(tiny_corpus):
     torch.manual_seed(5)
     assert train.speed_probe(RECIPE, tiny_corpus, fresh=True, steps=2) > 0
     assert torch.equal(torch.rand(3), expected)
+
+
+_ORPHAN = """
+import os, sys, time
+from speechul import experiments
+if __name__ == "__main__":
+    import concurrent.futures as cf, multiprocessing as mp
+    pool = cf.ProcessPoolExecutor(2, mp_context=mp.get_context("spawn"),
+                                  initializer=experiments._worker_setup, initargs=({}, 1))
+    for f in [pool.submit(time.sleep, 0.5) for _ in range(2)]:
+        f.result()
+    with open(sys.argv[1], "w") as out:
+        out.write(" ".join(str(p) for p in pool._processes))
+    os._exit(0)  # the parent dies without shutting its pool down (a killed kernel)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\\nState:\\tZ" not in state  # a zombie has exited
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc (Linux)")
+def test_pool_workers_end_with_their_parent(tmp_path):
+    script, pid_file = tmp_path / "orphan.py", tmp_path / "pids"
+    script.write_text(_ORPHAN)
+    with open(tmp_path / "stderr", "w") as err:  # a file: a pipe would wait for the workers
+        subprocess.run([sys.executable, str(script), str(pid_file)], timeout=120,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+    assert pid_file.exists(), (tmp_path / "stderr").read_text()[-2000:]
+    pids = [int(p) for p in pid_file.read_text().split()]
+    deadline = time.monotonic() + 15
+    while any(map(_alive, pids)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [p for p in pids if _alive(p)]
+    for pid in left:  # do not leave them behind when the check fails
+        os.kill(pid, signal.SIGKILL)
+    assert pids and not left, f"pool workers {left} outlived their parent"
