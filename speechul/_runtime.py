@@ -169,7 +169,7 @@ def precision(device: torch.device) -> str:
 
     CUDA: bf16 where supported, else fp16. CPU: fp32, the book's numbers; ``SPEECHUL_CPU_BF16=1``
     opts in to bf16 autocast, which pays on CPUs with AMX units (oneDNN's bf16 convolutions:
-    training epochs of the default model 1.4-1.6x faster here, 2,700-3,000 vs 1,900 clips/s on
+    training epochs of the default model 1.4-1.6x faster here, 2,600-3,000 vs 1,900 clips/s on
     2 cores) and is emulated, slower, elsewhere. Results then differ from fp32 ones like those of
     another seed. The precision is part of every trained model's cache key, so a checkpoint
     trained in one precision is never passed off as one of another. Evaluation is always fp32.

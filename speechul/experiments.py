@@ -392,13 +392,12 @@ def run_many(settings: Iterable[Setting], *, results: str | os.PathLike | None =
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
     threads = threads or max(1, torch.get_num_threads() // processes)
-    pooled = ray_address is None and processes > 1 and len(todo) > 1
-    if not todo or (ray_address is None and not pooled):
-        rows: Iterator[dict] = (run_one(*run) for run in todo)
-    elif ray_address is not None:
-        rows = _ray_rows(todo, ray_address, threads)
-    else:
+    if ray_address is not None and todo:
+        rows: Iterator[dict] = _ray_rows(todo, ray_address, threads)
+    elif processes > 1 and len(todo) > 1:
         rows = _pool_rows(todo, processes, threads)
+    else:
+        rows = (run_one(*run) for run in todo)
     with _threads(threads):
         for row in progress(rows, total=len(todo), desc="grid"):
             done[(row["setting"], row["method"], int(row["seed"]))] = row

@@ -175,11 +175,8 @@ def saliency_mask(model: nn.Module, forget: Batches, fraction: float) -> dict[st
     k = max(1, round(fraction * len(flat)))
     chosen = torch.zeros_like(flat)
     chosen[torch.topk(flat, k).indices] = 1.0  # exactly k weights, even where saliencies tie
-    masks, start = {}, 0
-    for n, s in saliency.items():
-        masks[n] = chosen[start : start + s.numel()].view_as(s)
-        start += s.numel()
-    return masks
+    parts = chosen.split([s.numel() for s in saliency.values()])
+    return {n: part.view_as(s) for (n, s), part in zip(saliency.items(), parts, strict=True)}
 
 
 def fisher_diagonal(model: nn.Module, stream: Batches,
