@@ -17,7 +17,7 @@ from torch import nn
 
 from . import encoders
 
-__all__ = ["SmallCNN", "MODELS", "build"]
+__all__ = ["SmallCNN", "GlobalPool", "MODELS", "build"]
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -29,6 +29,17 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
         nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
         nn.MaxPool2d(2),
     )
+
+
+class GlobalPool(nn.Module):
+    """Mean and max over time and frequency: (B, C, F, T) -> (B, 2C).
+
+    The mean hears the whole clip, the max the loudest evidence, wherever the word sits in the
+    window.
+    """
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
 
 
 class SmallCNN(nn.Module):
@@ -51,17 +62,29 @@ class SmallCNN(nn.Module):
                                               zip([width, *channels[:-1]], channels,
                                                   strict=True)])
         self.embedding_dim = 2 * channels[-1]
+        self.pool = GlobalPool()
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.embedding_dim, n_classes)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate embedding: (B, 1, n_mels, frames) -> (B, 2 * last channels).
 
-        Mean and max pooling over time and frequency: the mean hears the whole clip, the max
-        the loudest evidence, wherever the word sits in the window.
+        Mean and max pooling over time and frequency (:class:`GlobalPool`).
         """
-        h = self.features(self.norm(x))  # (B, C, F', T')
-        return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+        return self.pool(self.features(self.norm(x)))
+
+    def split(self, k: int) -> tuple[nn.Sequential, nn.Sequential]:
+        """(trunk, top): the network cut before its last ``k`` convolution stages.
+
+        ``top(trunk(x)) == forward(x)``; both share this model's modules, so training ``top``
+        trains the model. Methods that retrain only the top layers (``eu_k``) use it; the trunk's
+        output for the default model at k=1 is (B, 2 * width, 5, 12), small enough to cache.
+        """
+        if not 1 <= k <= len(self.features):
+            raise ValueError(f"k must be between 1 and {len(self.features)} (the stem and "
+                             f"{len(self.features) - 1} blocks), got {k!r}")
+        trunk = nn.Sequential(self.norm, *self.features[:-k])
+        return trunk, nn.Sequential(*self.features[-k:], self.pool, self.dropout, self.head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.embed(x)))

@@ -27,3 +27,21 @@ def test_unknown_arch_and_bad_classes():
         models.build("transformer", 10)
     with pytest.raises(ValueError, match="at least 2 classes"):
         models.build("cnn", 1)
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_split_into_trunk_and_top_is_the_same_network(k):
+    model = models.build("cnn", 10).eval()
+    x = torch.randn(4, 1, 40, 101)
+    trunk, top = model.split(k)
+    assert torch.equal(top(trunk(x)), model(x))
+    top_params = {id(p) for p in top.parameters()}
+    assert id(model.head.weight) in top_params  # shared modules: training top trains the model
+    assert not top_params & {id(p) for p in trunk.parameters()}
+    assert model.state_dict().keys() == models.build("cnn", 10).state_dict().keys()
+
+
+@pytest.mark.parametrize("k", [0, 5, -1])
+def test_split_refuses_a_cut_outside_the_network(k):
+    with pytest.raises(ValueError, match="k must be between 1 and 4"):
+        models.build("cnn", 10).split(k)

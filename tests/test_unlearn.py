@@ -188,3 +188,24 @@ def test_register_defaults_and_replace(tiny_original, sample_split, monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         unlearn.register(unlearn.METHODS["retrain"])  # the same function again: silent
+
+
+def test_eu_k_retrains_only_the_top_and_keeps_the_trunk(tiny_original, sample_split):
+    before = _state(tiny_original.model)
+    out = unlearn.run("eu_k", tiny_original, sample_split, seed=0, k=2, epochs=2)
+    after = _state(out.model)
+    trunk, top = out.model.split(2)
+    trunk_names = {n for n in after if n.startswith(("norm.", "features.0.", "features.1."))}
+    assert trunk_names and all(torch.equal(before[n], after[n]) for n in trunk_names)
+    assert all(not torch.equal(before[n], after[n]) for n in after
+               if n not in trunk_names and after[n].is_floating_point())
+    again = unlearn.run("eu_k", tiny_original, sample_split, seed=0, k=2, epochs=2)
+    assert _same(after, _state(again.model))
+
+
+def test_eu_k_names_what_it_needs(tiny_original, sample_split):
+    with pytest.raises(ValueError, match="k must be between"):
+        unlearn.run("eu_k", tiny_original, sample_split, k=9)
+    plain = train.Trained(nn.Sequential(nn.Flatten(), nn.LazyLinear(10)), tiny_original.recipe)
+    with pytest.raises(ValueError, match="split"):
+        unlearn.run("eu_k", plain, sample_split)

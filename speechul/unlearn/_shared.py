@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._runtime import progress
+from .._runtime import eval_chunk, progress
 from ..data import Batches
 
 #: Where :func:`epoch_loop` keeps the weights from before the current epoch (``run`` restores them).
@@ -66,20 +66,38 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     return teacher
 
 
-def reinitialised(model: nn.Module, seed: int) -> nn.Module:
-    """A frozen copy with freshly initialised weights (Bad Teacher's incompetent teacher).
+def reset_(module: nn.Module, seed: int) -> nn.Module:
+    """Re-draw ``module``'s weights in place from their initialisers (batch-norm statistics too).
 
     Seeded on a forked generator, so the caller's random stream is not disturbed.
     """
-    fresh = copy.deepcopy(model)
-    device = next(fresh.parameters()).device
+    device = next(module.parameters()).device
     cuda = [device] if device.type == "cuda" else []  # CUDA weights draw from the CUDA RNG
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
-        for module in fresh.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-    return frozen_copy(fresh)
+        for part in module.modules():
+            if hasattr(part, "reset_parameters"):
+                part.reset_parameters()
+    return module
+
+
+def reinitialised(model: nn.Module, seed: int) -> nn.Module:
+    """A frozen copy with freshly initialised weights (Bad Teacher's incompetent teacher)."""
+    return frozen_copy(reset_(copy.deepcopy(model), seed))
+
+
+@torch.no_grad()
+def trunk_outputs(trunk: nn.Module, stream: Batches) -> torch.Tensor:
+    """The frozen ``trunk``'s outputs (N, ...) for every clip of ``stream``, in stream order.
+
+    One pass in eval mode (batch-norm running statistics), in evaluation-sized chunks.
+    """
+    was_training = trunk.training
+    trunk.eval()
+    chunk = eval_chunk(stream.x.device)
+    out = torch.cat([trunk(stream.x[idx]) for idx in stream.indices.split(chunk)])
+    trunk.train(was_training)
+    return out
 
 
 def kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
