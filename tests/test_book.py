@@ -14,6 +14,7 @@ chapter raises and that its Colab button opens the generated notebook.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shutil
@@ -102,6 +103,11 @@ def test_chapter_parameters_cover_its_ci_values(chapter, tmp_path):
     nbformat.write(nb, tmp_path / "chapter.ipynb")
     declared = set(papermill.inspect_notebook(str(tmp_path / "chapter.ipynb")))
     assert set(ci) <= declared, f"CI parameters not in the parameters cell: {set(ci) - declared}"
+    # papermill --help-notebook lists every parameter (it skips lines it cannot parse, e.g. a
+    # comment that itself contains "name = value")
+    assigned = {t.id for node in ast.parse(tagged[0].source).body if isinstance(node, ast.Assign)
+                for t in node.targets if isinstance(t, ast.Name)}
+    assert declared == assigned, f"papermill cannot read {assigned - declared}"
 
 
 _DIRECTIVE = re.compile(r"^(`{3,}|:{3,})\{(exercise|solution)(-start)?\}[ \t]*(.*)$", re.M)
