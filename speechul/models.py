@@ -5,7 +5,8 @@ identification); only the number of outputs differs. It exposes its penultimate 
 :meth:`SmallCNN.embed`, which later chapters probe for what the model still knows about a speaker.
 
 To add an architecture, write an ``nn.Module`` with ``forward`` and ``embed`` and put its
-constructor in ``MODELS``.
+constructor in ``MODELS``; give it ``split(k)`` (trunk and top, as :meth:`SmallCNN.split`) if the
+``eu_k`` unlearning method should run on it.
 """
 
 from __future__ import annotations
