@@ -72,3 +72,17 @@ def test_gap_vs_time_draws_into_given_axes(table):
     fig, ax = plt.subplots()
     assert results.gap_vs_time(table, ax=ax) is fig
     plt.close(fig)
+
+
+def test_gap_vs_time_labels_of_nearby_methods_do_not_overlap():
+    rows = [{"method": "retrain", "gap_mean": 0.0, "seconds": 100.0}]
+    rows += [{"method": name, "gap_mean": 0.05 + 0.001 * i, "seconds": 1.0 + 0.01 * i}
+             for i, name in enumerate(["finetune", "neggrad_plus", "l1_sparse", "scrub"])]
+    fig = results.gap_vs_time(rows)
+    fig.canvas.draw()
+    boxes = [t.get_window_extent() for t in fig.axes[0].texts]
+    assert len(boxes) == 4
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    points = sorted(tuple(map(float, t.xy)) for t in fig.axes[0].texts)  # points stay put
+    assert np.allclose(points, [(1.0 + 0.01 * i, 5.0 + 0.1 * i) for i in range(4)])
+    plt.close(fig)

@@ -103,14 +103,15 @@ def gap_vs_time(table: Any, reference: str | None = "retrain", ax: Axes | None =
     else:
         fig = ax.figure
     gap, seconds = _stats(table, "gap_mean") * 100.0, _stats(table, "seconds")
+    labels = []
     for i, method in enumerate(gap.index):
         if method == reference:
             continue
         ax.errorbar(seconds.loc[method, "mean"], gap.loc[method, "mean"],
                     xerr=seconds.loc[method, "std"], yerr=gap.loc[method, "std"], fmt="o",
                     color=plt.cm.tab10(i % 10), capsize=3)
-        ax.annotate(method, (seconds.loc[method, "mean"], gap.loc[method, "mean"]),
-                    textcoords="offset points", xytext=(5, 4), fontsize=8)
+        labels.append(ax.annotate(method, (seconds.loc[method, "mean"], gap.loc[method, "mean"]),
+                                  textcoords="offset points", xytext=(5, 4), fontsize=8))
     if reference is not None and reference in seconds.index:
         ax.axvline(seconds.loc[reference, "mean"], color="black", linestyle="--",
                    label=f"{reference} ({seconds.loc[reference, 'mean']:.0f} s)")
@@ -120,4 +121,26 @@ def gap_vs_time(table: Any, reference: str | None = "retrain", ax: Axes | None =
     ax.set_ylabel(_label("gap_mean"))
     top = float(np.nanmax(gap["mean"] + gap["std"])) if len(gap) else 1.0
     ax.set_ylim(0, 1.2 * top + 0.5)  # room for the labels above the highest point
+    _spread(labels)
     return fig
+
+
+def _spread(labels: list[Any], step: float = 2.0, limit: int = 40) -> None:
+    """Nudge point labels upwards until no two overlap (methods of similar cost and gap).
+
+    Labels are placed from the lowest point up; each moves ``step`` points at a time, at most
+    ``limit`` times, past the labels already placed.
+    """
+    if not labels:
+        return
+    labels[0].axes.get_xlim()  # settle the autoscaled limits before measuring anything
+    renderer = labels[0].figure.canvas.get_renderer()
+    placed = []
+    for label in sorted(labels, key=lambda a: a.xy[1]):
+        for _ in range(limit):
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            x, y = label.xyann
+            label.xyann = (x, y + step)
+        placed.append(label.get_window_extent(renderer))
