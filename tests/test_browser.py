@@ -212,19 +212,25 @@ def _visit_fresh(browser, html: Path, name: str, expected: dict[str, int] | None
     """
     from playwright.sync_api import Error
 
-    for attempt in (1, 2):
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        try:
-            return _visit(page, html, name, expected)
-        except Error as error:
-            if attempt == 2 or "crashed" not in str(error).lower():
-                raise
-            warnings.warn(f"{name}: the browser's renderer crashed ({error}); retried once",
-                          stacklevel=1)
-        finally:
-            with contextlib.suppress(Error):
-                page.close()
-    raise AssertionError("unreachable")
+    try:
+        return _visit_in_new_page(browser, html, name, expected)
+    except Error as error:
+        if "crashed" not in str(error).lower():
+            raise
+        warnings.warn(f"{name}: the browser's renderer crashed ({error}); retried once",
+                      stacklevel=1)
+    return _visit_in_new_page(browser, html, name, expected)
+
+
+def _visit_in_new_page(browser, html: Path, name: str, expected: dict[str, int] | None) -> dict:
+    from playwright.sync_api import Error
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        return _visit(page, html, name, expected)
+    finally:
+        with contextlib.suppress(Error):  # closing a crashed page may itself fail
+            page.close()
 
 
 def _browser(playwright):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._runtime import eval_chunk, progress
+from .._runtime import progress
 from ..data import Batches
 
 #: Where :func:`epoch_loop` keeps the weights from before the current epoch (``run`` restores them).
@@ -84,20 +84,6 @@ def reset_(module: nn.Module, seed: int) -> nn.Module:
 def reinitialised(model: nn.Module, seed: int) -> nn.Module:
     """A frozen copy with freshly initialised weights (Bad Teacher's incompetent teacher)."""
     return frozen_copy(reset_(copy.deepcopy(model), seed))
-
-
-@torch.no_grad()
-def trunk_outputs(trunk: nn.Module, stream: Batches) -> torch.Tensor:
-    """The frozen ``trunk``'s outputs (N, ...) for every clip of ``stream``, in stream order.
-
-    One pass in eval mode (batch-norm running statistics), in evaluation-sized chunks.
-    """
-    was_training = trunk.training
-    trunk.eval()
-    chunk = eval_chunk(stream.x.device)
-    out = torch.cat([trunk(stream.x[idx]) for idx in stream.indices.split(chunk)])
-    trunk.train(was_training)
-    return out
 
 
 def kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,

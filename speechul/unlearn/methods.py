@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import train
+from .. import metrics, train
 from ..data import Batches
 from . import _shared as S
 from .core import register
@@ -262,8 +262,9 @@ def eu_k(model: nn.Module, forget: Batches, retain: Batches, *, k: int = 1, epoc
         raise ValueError(f"eu_k needs a model that can be cut into trunk and top "
                          f"(a split(k) method, as SmallCNN has); {type(model).__name__} has none")
     trunk, top = model.split(k)
-    cached = Batches(S.trunk_outputs(trunk, retain), retain.y[retain.indices],
-                     torch.arange(retain.size), retain.batch_size, seed=seed)
+    features = metrics.predict(trunk, retain.x[retain.indices])  # (N, C, F', T'), eval mode
+    cached = Batches(features, retain.y[retain.indices], torch.arange(retain.size),
+                     retain.batch_size, seed=seed)
     S.reset_(top, seed)
     opt, sched = S.optimizer(top, lr, epochs * len(cached))
     for _ in S.epoch_loop(model, epochs, "eu-k"):
