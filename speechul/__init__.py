@@ -23,8 +23,10 @@ from . import (
     unlearn,
     widgets,
 )
-from ._runtime import default_device, seed_everything
+from ._runtime import default_device, keep_freed_memory, seed_everything
 from .metrics import evaluate
+
+keep_freed_memory()  # CPU training steps ~1.6x faster on glibc; see its docstring
 
 __version__ = "0.1.0"
 

@@ -1,6 +1,11 @@
-"""Training: CPU determinism, checkpoint reuse, damaged checkpoints retrained, divergence guard."""
+"""Training: CPU determinism, checkpoint reuse, damaged checkpoints retrained, divergence guard,
+the allocator tuning that keeps CPU steps fast."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -94,3 +99,37 @@ def test_cpu_bf16_is_opt_in_and_keyed(tiny_corpus, tmp_path, monkeypatch):
     monkeypatch.setenv("SPEECHUL_CPU_BF16", "yes")
     with pytest.raises(ValueError, match="SPEECHUL_CPU_BF16"):
         train.precision(cpu)
+
+
+_FAULTS = """
+import resource, sys
+import torch
+import torch.nn.functional as F
+import speechul
+from speechul import models
+
+torch.manual_seed(0)
+model = models.build("cnn", 10).to(memory_format=torch.channels_last)
+x, y = torch.randn(64, 1, 40, 101), torch.randint(0, 10, (64,))
+faults = []
+for _ in range(8):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    F.cross_entropy(model(x), y).backward()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(speechul._runtime.keep_freed_memory(), min(faults[3:]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+def test_freed_memory_is_kept_so_steps_do_not_fault():
+    """Importing speechul stops training steps from paying page faults for every activation
+    (glibc otherwise returns them to the OS); ``SPEECHUL_MALLOC=default`` restores glibc's way."""
+    def run(**env: str) -> tuple[str, int]:
+        out = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True,
+                             env={**os.environ, **env}, check=True).stdout.split()
+        return out[0], int(out[1])
+
+    tuned, default = run(SPEECHUL_MALLOC="tuned"), run(SPEECHUL_MALLOC="default")
+    assert tuned[0] == "True" and default[0] == "False", (tuned, default)
+    assert default[1] > 1000, default  # glibc's own policy: thousands of faults per step
+    assert tuned[1] < default[1] / 10, (tuned, default)
