@@ -26,7 +26,7 @@ from . import (
 from ._runtime import default_device, keep_freed_memory, seed_everything
 from .metrics import evaluate
 
-keep_freed_memory()  # CPU training steps ~1.6x faster on glibc; see its docstring
+keep_freed_memory()  # faster CPU training on glibc, same numbers; see its docstring
 
 __version__ = "0.1.0"
 
