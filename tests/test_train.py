@@ -102,7 +102,7 @@ def test_cpu_bf16_is_opt_in_and_keyed(tiny_corpus, tmp_path, monkeypatch):
 
 
 _FAULTS = """
-import resource, sys
+import resource, statistics
 import torch
 import torch.nn.functional as F
 import speechul
@@ -112,11 +112,12 @@ torch.manual_seed(0)
 model = models.build("cnn", 10).to(memory_format=torch.channels_last)
 x, y = torch.randn(64, 1, 40, 101), torch.randint(0, 10, (64,))
 faults = []
-for _ in range(8):
+for _ in range(10):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     F.cross_entropy(model(x), y).backward()
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(speechul._runtime.keep_freed_memory(), min(faults[3:]))
+# The median step: one step in a few pays a stray ~1,000 faults either way (heap growth).
+print(speechul._runtime.keep_freed_memory(), int(statistics.median(faults[2:])))
 """
 
 
