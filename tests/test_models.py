@@ -45,3 +45,21 @@ def test_split_into_trunk_and_top_is_the_same_network(k):
 def test_split_refuses_a_cut_outside_the_network(k):
     with pytest.raises(ValueError, match="k must be between 1 and 4"):
         models.build("cnn", 10).split(k)
+
+
+def test_pooling_before_relu_trains_exactly_like_the_usual_order():
+    """The blocks pool before their ReLU (cheaper); outputs and gradients equal relu-then-pool."""
+    model = models.build("cnn", 10)
+    usual = models.build("cnn", 10)
+    usual.load_state_dict(model.state_dict())
+    for block in usual.features[1:]:
+        conv, norm, pool, relu = block
+        assert isinstance(pool, torch.nn.MaxPool2d) and isinstance(relu, torch.nn.ReLU)
+        block[2], block[3] = torch.nn.ReLU(), pool
+    x = torch.randn(8, 1, 40, 101)
+    y = torch.randint(0, 10, (8,))
+    for net in (model, usual):
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+    assert torch.equal(model(x), usual(x))
+    for (name, p), q in zip(model.named_parameters(), usual.parameters(), strict=True):
+        assert torch.equal(p.grad, q.grad), name
