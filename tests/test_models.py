@@ -53,7 +53,7 @@ def test_pooling_before_relu_trains_exactly_like_the_usual_order():
     usual = models.build("cnn", 10)
     usual.load_state_dict(model.state_dict())
     for block in usual.features[1:]:
-        conv, norm, pool, relu = block
+        pool, relu = block[2], block[3]
         assert isinstance(pool, torch.nn.MaxPool2d) and isinstance(relu, torch.nn.ReLU)
         block[2], block[3] = torch.nn.ReLU(), pool
     x = torch.randn(8, 1, 40, 101)
