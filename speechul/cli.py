@@ -91,7 +91,8 @@ def parser() -> argparse.ArgumentParser:
                       help="comma-separated (default: all); Retrain always runs")
     grid.add_argument("--seeds", type=_ints, default=(0,), help="comma-separated, e.g. 0,1,2")
     grid.add_argument("--dataset", default="embedded")
-    grid.add_argument("--size", default="default", help="embedded corpus size: tiny/small/default")
+    grid.add_argument("--size", default="default",
+                      help="corpus size: tiny/small/default (a real corpus: a per-class cap)")
     grid.add_argument("--epochs", type=int, default=train.TrainConfig().epochs,
                       help="epochs of the original model and of Retrain")
     grid.add_argument("--hparams", type=_json, default={},

@@ -59,7 +59,8 @@ class Setting:
         seeds: each seed draws the forget set (sample kind), initialises Retrain and drives the
             methods' randomness. The original model is trained once with ``original_seed``
             unless ``vary_original`` is set (then with each seed).
-        dataset, size, data_options: which corpus (``data.load``).
+        dataset, size, data_options: which corpus (``data.load``; on a real corpus ``size``
+            caps the clips per class, as a chapter's ``SIZE`` does).
         recipe: the training recipe of the original model and of Retrain.
         hparams: per-method overrides, e.g. ``{"scrub": {"epochs": 3}}``.
     """
@@ -127,10 +128,9 @@ class Setting:
 @functools.lru_cache(maxsize=4)
 def _corpus(dataset: str, task: str, device: str | None, size: str,
             options: tuple[tuple[str, Any], ...]) -> data.Corpus:
-    kwargs = dict(options)
-    if dataset == "embedded":
-        kwargs["size"] = size
-    return data.load(dataset, task=task, device=device, **kwargs)
+    # Every loader takes ``size``: the embedded corpus's sizes, and for a real corpus the same
+    # names as a per-class cap (``data.REAL_SIZES``), so a setting's corpus is a chapter's.
+    return data.load(dataset, task=task, device=device, size=size, **dict(options))
 
 
 def _load(setting: Setting, seed: int) -> tuple[train.Trained, data.Split]:

@@ -172,6 +172,24 @@ def test_max_per_class_caps_each_class_and_part(sc_root: Path, sc_cache: Path) -
     assert capped.key != datasets.speech_commands(root=sc_root, cache=sc_cache).key
 
 
+def test_an_experiment_setting_caps_a_real_corpus_like_a_chapter(
+        sc_root: Path, sc_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chapter's SIZE reaches the grid too: its Retrain must be trained on the chapter's clips
+    (chapter 3 hands its request to ``experiments.reference``)."""
+    from speechul import experiments
+
+    monkeypatch.setitem(data.REAL_SIZES, "tiny", 2)  # the fixture has a few clips per class
+    experiments._corpus.cache_clear()
+    options = (("cache", sc_cache), ("root", sc_root))
+    grid = experiments._corpus("speechcommands", "keyword", "cpu", "tiny", options)
+    experiments._corpus.cache_clear()
+    chapter = data.load("speechcommands", task="keyword", device="cpu", size="tiny",
+                        root=sc_root, cache=sc_cache)
+    full = data.load("speechcommands", task="keyword", device="cpu", root=sc_root, cache=sc_cache)
+    assert grid.key == chapter.key != full.key
+    assert len(grid.y) == len(chapter.y) < len(full.y)
+
+
 def test_forget_splits_of_all_three_kinds(superb: data.Corpus) -> None:
     sample = data.forget_split(superb, "sample", fraction=0.2, seed=0)
     assert len(sample.forget) == round(0.2 * len(superb.indices("train")))
