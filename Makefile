@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The pages' MathJax, require.js and widget manager, pinned (scripts/vendor_js.py)
 VENDORED := _vendor/versions.json
+# Debian's Chromium, which the browser test drives (never a browser Playwright downloads)
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup test book clean
 
@@ -20,9 +23,14 @@ $(VENDORED): scripts/vendor_js.py $(STAMP)
 	$(BIN)/python scripts/vendor_js.py
 	touch $(VENDORED)
 
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "no apt-get: install Chromium at $(CHROMIUM) for the browser test"; exit 1; }
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
 setup: $(STAMP) $(VENDORED)
 
-test: $(STAMP) $(VENDORED)
+test: $(STAMP) $(VENDORED) $(CHROMIUM)
 	$(BIN)/ruff check speechul tests scripts benchmarks book/assignments/grader.py
 	$(BIN)/python -m pytest -ra
 
