@@ -362,8 +362,10 @@ def run(setting: Setting, *, results: str | os.PathLike | None = None,
             other value is a Ray cluster address. The cache folder must be shared with workers.
         processes: without Ray, runs go to this many worker processes of this machine (1: all
             in this process). One single-thread process per core pays on many-core machines;
-            on 2 cores it is no faster than one two-thread process (a 40-run grid: 123 s vs
-            129 s, measured). Call it from a notebook, the shell command or under
+            on 2 Intel cores it was no faster than one two-thread process (a 40-run grid: 123 s
+            vs 129 s), on 2 AMD cores 17 % faster (chapter 4: 529 s vs 640 s), but concurrent
+            runs slow each other, which skews time fractions (EU-k's: 0.08 -> 0.14). Call it
+            from a notebook, the shell command or under
             ``if __name__ == "__main__":`` (workers are spawned and import the main module).
         threads: torch CPU threads per run (default: this process's, divided among the
             worker processes); on Ray, give each task its share of a worker machine's cores.
