@@ -63,3 +63,25 @@ def test_speakers_are_distinct_and_bad_sizes_rejected(tmp_path):
         synth.speakers(0)
     with pytest.raises(ValueError, match="unknown corpus size"):
         synth.build("huge", cache=tmp_path)
+
+
+def test_datasheet_table_matches_the_recipe():
+    """data/README.md's size table is the recipe's, not a copy that drifted from it."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "data" / "README.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("| `"):
+            cells = [c.strip().strip("`").replace(",", "") for c in line.strip("|").split("|")]
+            rows[cells[0]] = cells[1:]
+    assert set(rows) == set(synth.SIZES), rows
+    for name, cfg in synth.SIZES.items():
+        test_takes = cfg.takes - cfg.train_takes - cfg.val_takes
+        per_take = cfg.n_speakers * len(synth.KEYWORDS)
+        expected = [str(cfg.n_speakers), str(cfg.takes),
+                    f"{cfg.train_takes} / {cfg.val_takes} / {test_takes}",
+                    str(per_take * cfg.takes),
+                    " / ".join(str(per_take * t) for t in (cfg.train_takes, cfg.val_takes,
+                                                            test_takes))]
+        assert rows[name] == expected, (name, rows[name], expected)
