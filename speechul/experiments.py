@@ -307,13 +307,18 @@ def _ray_rows(todo: Todo, address: str, threads: int) -> Iterator[dict]:
             ray.shutdown()
 
 
-def _worker_setup(env: dict[str, str], threads: int) -> None:
+def _worker_setup(env: dict[str, str], threads: int, parent: int) -> None:
     """Runs once in each pool worker: the parent's cache folder, quiet bars, its thread share,
     and a watch that ends the worker when its parent dies (a killed kernel would otherwise
-    leave workers waiting on the task queue for ever)."""
+    leave workers waiting on the task queue for ever).
+
+    ``parent`` is the parent's pid as the parent saw it: a worker still importing when the
+    parent died has already been re-parented, and its own ``os.getppid()`` would name the new
+    parent, which never dies.
+    """
     os.environ.update(env)
     torch.set_num_threads(threads)
-    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
 
 
 def _exit_with(parent: int) -> None:
@@ -331,7 +336,7 @@ def _pool_rows(todo: Todo, processes: int, threads: int) -> Iterator[dict]:
     env = {"SPEECHUL_CACHE": str(cache_dir()), "SPEECHUL_QUIET": "1"}
     pool = concurrent.futures.ProcessPoolExecutor(
         processes, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_setup,
-        initargs=(env, threads))
+        initargs=(env, threads, os.getpid()))
     try:
         yield from _scheduled(pool.submit, todo)
     finally:

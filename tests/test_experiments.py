@@ -180,9 +180,12 @@ from speechul import experiments
 if __name__ == "__main__":
     import concurrent.futures as cf, multiprocessing as mp
     pool = cf.ProcessPoolExecutor(2, mp_context=mp.get_context("spawn"),
-                                  initializer=experiments._worker_setup, initargs=({}, 1))
-    for f in [pool.submit(time.sleep, 0.5) for _ in range(2)]:
-        f.result()
+                                  initializer=experiments._worker_setup,
+                                  initargs=({}, 1, os.getpid()))
+    futures = [pool.submit(time.sleep, 0.5) for _ in range(2)]
+    if sys.argv[2] == "after tasks":  # else the parent dies while its workers still import
+        for f in futures:
+            f.result()
     with open(sys.argv[1], "w") as out:
         out.write(" ".join(str(p) for p in pool._processes))
     os._exit(0)  # the parent dies without shutting its pool down (a killed kernel)
@@ -198,15 +201,16 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc (Linux)")
-def test_pool_workers_end_with_their_parent(tmp_path):
+@pytest.mark.parametrize("when", ["after tasks", "while starting"])
+def test_pool_workers_end_with_their_parent(tmp_path, when):
     script, pid_file = tmp_path / "orphan.py", tmp_path / "pids"
     script.write_text(_ORPHAN)
     with open(tmp_path / "stderr", "w") as err:  # a file: a pipe would wait for the workers
-        subprocess.run([sys.executable, str(script), str(pid_file)], timeout=120,
+        subprocess.run([sys.executable, str(script), str(pid_file), when], timeout=120,
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
     assert pid_file.exists(), (tmp_path / "stderr").read_text()[-2000:]
     pids = [int(p) for p in pid_file.read_text().split()]
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 30  # a worker may still be importing torch
     while any(map(_alive, pids)) and time.monotonic() < deadline:
         time.sleep(0.2)
     left = [p for p in pids if _alive(p)]
