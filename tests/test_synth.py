@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from speechul import synth
@@ -67,8 +69,6 @@ def test_speakers_are_distinct_and_bad_sizes_rejected(tmp_path):
 
 def test_datasheet_table_matches_the_recipe():
     """data/README.md's size table is the recipe's, not a copy that drifted from it."""
-    from pathlib import Path
-
     text = (Path(__file__).parents[1] / "data" / "README.md").read_text()
     rows = {}
     for line in text.splitlines():
