@@ -17,6 +17,7 @@ from . import (
     models,
     plots,
     probes,
+    runners,
     sisa,
     synth,
     train,
@@ -31,5 +32,5 @@ keep_freed_memory()  # faster CPU training on glibc, same numbers; see its docst
 __version__ = "0.1.0"
 
 __all__ = ["audits", "data", "digits", "experiments", "features", "metrics", "models", "plots",
-           "probes", "sisa", "synth", "train", "unlearn", "widgets", "default_device", "evaluate",
-           "seed_everything"]
+           "probes", "runners", "sisa", "synth", "train", "unlearn", "widgets", "default_device",
+           "evaluate", "seed_everything"]

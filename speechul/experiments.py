@@ -15,10 +15,7 @@ import concurrent.futures
 import contextlib
 import functools
 import json
-import multiprocessing
 import os
-import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import data, metrics, train, unlearn
+from . import data, metrics, runners, train, unlearn
 from ._runtime import (
     atomic_save,
     cache_dir,
@@ -153,43 +150,57 @@ def _reference_path(setting: Setting, original: train.Trained, seed: int) -> Pat
 def reference(setting: Setting, seed: int) -> tuple[nn.Module, float]:
     """The Retrain model for (setting, seed) and its seconds: trained once, then cached.
 
-    The seconds are those of the training run, rescaled to the machine's speed now when the
-    model comes from the cache (``train.speed_probe`` then and now): a cache filled on a busy or
-    slow day would otherwise skew every time fraction computed against it.
+    The seconds are the training run's own when this process trained it. A Retrain from the
+    cache is timed at the machine's speed now instead: its step count times the mean step of a
+    short training run (``train.speed_probe``), measured once per checkpoint and process, just
+    before the request's methods run. A cache filled on a busy or slow day would otherwise skew
+    every time fraction computed against it.
     """
     original, split = _load(setting, seed)
     corpus = split.corpus
     hp = dict(setting.hparams.get(REFERENCE, {}))
     path = _reference_path(setting, original, seed)
     saved = checked_load(path)
+    if saved is not None and "steps" not in saved:
+        saved = None  # from before step counts were kept: train again, so it can be timed now
     model = train.fresh_model(setting.recipe, corpus.n_classes, corpus.device, seed)
     if saved is None:
         out = unlearn.run(REFERENCE, original, split, seed=seed, **hp)
         state = {k: v.detach().cpu() for k, v in out.model.state_dict().items()}
-        probe = train.speed_probe(setting.recipe, corpus, fresh=True)
-        saved = {"state_dict": state, "seconds": out.seconds, "probe": probe}
+        steps = setting.recipe.epochs * -(-len(split.retain) // setting.recipe.batch_size)
+        saved = {"state_dict": state, "seconds": out.seconds, "steps": steps}
         atomic_save(saved, path)
+        _once(_SECONDS_NOW, _stamp(path), lambda: out.seconds)
     model.load_state_dict(saved["state_dict"])
-    seconds = float(saved["seconds"])
-    if "probe" in saved:  # checkpoints from before the probe keep their raw seconds
-        seconds *= train.speed_probe(setting.recipe, corpus) / saved["probe"]
-    return model.eval(), seconds
+    seconds = _once(_SECONDS_NOW, _stamp(path),
+                    lambda: saved["steps"] * train.speed_probe(setting.recipe, corpus))
+    return model.eval(), float(seconds)
 
 
-# Retrain's own row, evaluated once per (checkpoint file, its modification time) in this process:
-# every method of a (setting, seed) is compared with the same row, and evaluating Retrain once
-# instead of once per method saves about a third of a grid's evaluation time. Kept in memory
-# only, never on disk, so a change to the metrics can never serve a stale row.
+# Per Retrain checkpoint (its path and modification time), kept in memory only and never on
+# disk, so a change to the metrics can never serve a stale value: its seconds now (see
+# ``reference``) and its own result row. Every method of a (setting, seed) is compared with the
+# same row, and evaluating Retrain once instead of once per method saves about a third of a
+# grid's evaluation time.
+_SECONDS_NOW: dict[tuple[str, int], float] = {}
 _REFERENCE_ROWS: dict[tuple[str, int], dict[str, float]] = {}
 
 
+def _stamp(path: Path) -> tuple[str, int]:
+    return str(path), path.stat().st_mtime_ns
+
+
+def _once(store: dict, key: tuple[str, int], compute: Callable[[], Any]) -> Any:
+    """``store[key]``, computed on first use; bounded, so a long session need not keep them all."""
+    if key not in store:
+        if len(store) >= 64:
+            store.pop(next(iter(store)))
+        store[key] = compute()
+    return store[key]
+
+
 def _reference_row(model: nn.Module, split: data.Split, path: Path) -> dict[str, float]:
-    key = (str(path), path.stat().st_mtime_ns)
-    if key not in _REFERENCE_ROWS:
-        if len(_REFERENCE_ROWS) >= 64:  # bounded: a long session need not keep them all
-            _REFERENCE_ROWS.pop(next(iter(_REFERENCE_ROWS)))
-        _REFERENCE_ROWS[key] = metrics.evaluate(model, split)
-    return _REFERENCE_ROWS[key]
+    return _once(_REFERENCE_ROWS, _stamp(path), lambda: metrics.evaluate(model, split))
 
 
 def run_one(setting: Setting, method: str, seed: int) -> dict[str, Any]:
@@ -233,34 +244,13 @@ def _append(results: Path | None, row: dict) -> None:
         os.fsync(handle.fileno())
 
 
-@contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
-    """torch's CPU thread count set to ``n`` inside the block.
-
-    CPU float sums depend on how work is split between threads, so a run equals its twin (in
-    another process, or a Ray task: workers default to one thread) only at the same count.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _with_threads(fn: Any, threads: int, *args: Any) -> Any:
-    """``fn(*args)`` at ``threads`` torch threads: the body of every Ray task."""
-    with _threads(threads):
-        return fn(*args)
-
-
 def _prepare(setting: Setting, seed: int) -> float:
     """Train (or find in the cache) the original and Retrain of one (setting, seed)."""
     return reference(setting, seed)[1]
 
 
 Todo = list[tuple[Setting, str, int]]
-Submit = Callable[..., concurrent.futures.Future]
+Submit = runners.Submit
 
 
 def _scheduled(submit: Submit, todo: Todo) -> Iterator[dict]:
@@ -288,59 +278,10 @@ def _scheduled(submit: Submit, todo: Todo) -> Iterator[dict]:
                 yield future.result()
 
 
-def _ray_rows(todo: Todo, address: str, threads: int) -> Iterator[dict]:
-    """The runs as Ray tasks, one ``threads``-thread task per CPU Ray offers."""
-    try:
-        import ray
-    except ImportError as err:
-        hint = "the Ray runner needs the 'ray' extra: pip install 'speechul[ray]'"
-        raise ImportError(hint) from err
-    env = {"SPEECHUL_CACHE": str(cache_dir()), "SPEECHUL_QUIET": "1"}
-    ours = address == "local" and not ray.is_initialized()  # a local instance we start, we stop
-    ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
-             runtime_env={"env_vars": env}, include_dashboard=False, log_to_driver=False)
-    task = ray.remote(_with_threads)
-    try:
-        yield from _scheduled(lambda fn, *args: task.remote(fn, threads, *args).future(), todo)
-    finally:
-        if ours:
-            ray.shutdown()
-
-
-def _worker_setup(env: dict[str, str], threads: int, parent: int) -> None:
-    """Runs once in each pool worker: the parent's cache folder, quiet bars, its thread share,
-    and a watch that ends the worker when its parent dies (a killed kernel would otherwise
-    leave workers waiting on the task queue for ever).
-
-    ``parent`` is the parent's pid as the parent saw it: a worker still importing when the
-    parent died has already been re-parented, and its own ``os.getppid()`` would name the new
-    parent, which never dies.
-    """
-    os.environ.update(env)
-    torch.set_num_threads(threads)
-    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
-
-
-def _exit_with(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(1)
-
-
-def _pool_rows(todo: Todo, processes: int, threads: int) -> Iterator[dict]:
-    """The runs on ``processes`` worker processes of this machine (standard library pool).
-
-    Spawned, not forked: a forked copy of a process whose OpenMP threads already ran can hang.
-    Workers load the corpus, originals and Retrains from the disk caches, like Ray tasks.
-    """
-    env = {"SPEECHUL_CACHE": str(cache_dir()), "SPEECHUL_QUIET": "1"}
-    pool = concurrent.futures.ProcessPoolExecutor(
-        processes, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_setup,
-        initargs=(env, threads, os.getpid()))
-    try:
-        yield from _scheduled(pool.submit, todo)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+def _on(runner: contextlib.AbstractContextManager[Submit], todo: Todo) -> Iterator[dict]:
+    """The runs through a runner of :mod:`speechul.runners`, open while rows are read."""
+    with runner as submit:
+        yield from _scheduled(submit, todo)
 
 
 def _cache_original(setting: Setting, seed: int) -> None:
@@ -400,12 +341,12 @@ def run_many(settings: Iterable[Setting], *, results: str | os.PathLike | None =
         raise ValueError(f"processes must be >= 1, got {processes}")
     threads = threads or max(1, torch.get_num_threads() // processes)
     if ray_address is not None and todo:
-        rows: Iterator[dict] = _ray_rows(todo, ray_address, threads)
+        rows: Iterator[dict] = _on(runners.ray(ray_address, threads), todo)
     elif processes > 1 and len(todo) > 1:
-        rows = _pool_rows(todo, processes, threads)
+        rows = _on(runners.pool(processes, threads), todo)
     else:
         rows = (run_one(*run) for run in todo)
-    with _threads(threads):
+    with runners.threads(threads):
         for row in progress(rows, total=len(todo), desc="grid"):
             done[(row["setting"], row["method"], int(row["seed"]))] = row
             _append(path, row)

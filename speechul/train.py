@@ -144,16 +144,22 @@ def _scheduler(optimizer: torch.optim.Optimizer, recipe: TrainConfig, steps: int
     return None
 
 
+def _recipe_loss(recipe: TrainConfig) -> LossFn:
+    """The recipe's training loss: cross-entropy with its label smoothing."""
+
+    def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(m(x), y, label_smoothing=recipe.label_smoothing)
+
+    return loss_fn
+
+
 def fit(model: nn.Module, train: Batches, recipe: TrainConfig, *, val: Batches | None = None,
         desc: str = "training") -> list[dict[str, float]]:
     """Train ``model`` in place with the recipe; returns per-epoch loss and accuracies."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr,
                                   weight_decay=recipe.weight_decay)
     scheduler = _scheduler(optimizer, recipe, recipe.epochs * len(train))
-
-    def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(m(x), y, label_smoothing=recipe.label_smoothing)
-
+    loss_fn = _recipe_loss(recipe)
     history = []
     bar = progress(range(recipe.epochs), desc=desc)
     for epoch in bar:
@@ -176,39 +182,33 @@ def fresh_model(recipe: TrainConfig, n_classes: int, device: torch.device, seed:
     return model.to(memory_format=torch.channels_last)
 
 
-# The machine's training speed, measured once per process and setup (see speed_probe).
-_PROBES: dict[tuple, float] = {}
+def speed_probe(recipe: TrainConfig, corpus: Corpus, *, steps: int = 24) -> float:
+    """Mean seconds of one training step of the recipe on this corpus, measured now.
 
-
-def speed_probe(recipe: TrainConfig, corpus: Corpus, *, fresh: bool = False,
-                steps: int = 12) -> float:
-    """Median seconds of one training step of the recipe's model on this corpus, measured now.
-
-    Wall-clock times kept in a cache go stale when the machine's speed changes: a shared virtual
-    machine here ran the same training 40 % slower an hour later. A time saved with the probe of
-    its day can be rescaled to today's speed (``experiments.reference`` does, so time fractions
-    compare like with like). Measured once per process and setup; ``fresh`` measures again.
-    The probe draws no global random numbers (the caller's seeds are untouched).
+    The step is ``fit``'s (:func:`one_epoch`: the recipe's loss, clipping and optimizer) on
+    ``steps`` batches of training clips, after three warm-up steps, so ``steps * probe``
+    estimates what a run of that many steps would take on the machine as it is now. Wall-clock
+    times kept in a cache go stale when the machine's speed changes (a shared virtual machine
+    here ran the same training 40 % slower an hour later); ``experiments.reference`` rescales a
+    cached Retrain with it. Draws no global random numbers (the caller's seeds are untouched).
     """
-    key = (recipe, corpus.n_classes, tuple(corpus.x.shape[1:]), str(corpus.device),
-           precision(corpus.device))
-    if fresh or key not in _PROBES:
-        with torch.random.fork_rng(devices=[]):
-            model = models.build(recipe.arch, corpus.n_classes, width=recipe.width)
-        model = model.to(corpus.device, memory_format=torch.channels_last).train()
-        x, y = corpus.x[: recipe.batch_size], corpus.y[: recipe.batch_size]
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        times = []
-        for _ in range(steps + 3):  # three warm-up steps
-            with Timer() as timer:
-                optimizer.zero_grad(set_to_none=True)
-                with autocast(corpus.device):
-                    loss = F.cross_entropy(model(x), y)
-                loss.backward()
-                optimizer.step()
-            times.append(timer.seconds)
-        _PROBES[key] = sorted(times[3:])[steps // 2]
-    return _PROBES[key]
+    devices = [corpus.device] if corpus.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        model = models.build(recipe.arch, corpus.n_classes, width=recipe.width)
+        model = model.to(corpus.device, memory_format=torch.channels_last)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr,
+                                      weight_decay=recipe.weight_decay)
+        loss_fn = _recipe_loss(recipe)
+
+        def batches(n: int) -> Batches:
+            indices = corpus.indices("train")[: n * recipe.batch_size]
+            return Batches(corpus.x, corpus.y, indices, recipe.batch_size)
+
+        one_epoch(model, batches(3), loss_fn, optimizer, max_grad_norm=recipe.max_grad_norm)
+        timed = batches(steps)
+        with Timer() as timer:
+            one_epoch(model, timed, loss_fn, optimizer, max_grad_norm=recipe.max_grad_norm)
+    return timer.seconds / len(timed)
 
 
 def train_on(corpus: Corpus, indices: torch.Tensor, recipe: TrainConfig, seed: int = 0, *,

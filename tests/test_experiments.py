@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from speechul import cli, experiments, train
+from speechul._runtime import Timer
 
 RECIPE = train.TrainConfig(epochs=3)  # what `--epochs 3` on the command line builds
 SETTING = experiments.Setting(task="keyword", kind="sample", fraction=0.1, size="tiny",
@@ -152,35 +153,59 @@ def test_one_thread_workers_match_one_thread_in_process(tmp_path, monkeypatch):
 
 
 def test_cached_retrain_seconds_follow_the_machine_speed(table, monkeypatch):
-    """A Retrain time read from the cache is rescaled by the speed probe of its day and now."""
-    original, _ = experiments._load(SETTING, 0)
+    """A Retrain read from the cache is timed now: its step count times the probe's mean step."""
+    original, split = experiments._load(SETTING, 0)
     saved = experiments.checked_load(experiments._reference_path(SETTING, original, 0))
-    assert saved["probe"] > 0
-    monkeypatch.setattr(experiments.train, "speed_probe", lambda *a, **k: 2 * saved["probe"])
+    assert saved["steps"] == RECIPE.epochs * -(-len(split.retain) // RECIPE.batch_size)
+    experiments._SECONDS_NOW.clear()  # as in a new process
+    calls = []
+
+    def probe(*args, **kwargs):
+        calls.append(args)
+        return 0.5
+
+    monkeypatch.setattr(experiments.train, "speed_probe", probe)
     _, seconds = experiments.reference(SETTING, 0)
-    assert seconds == pytest.approx(2 * saved["seconds"])  # a machine half as fast today
+    assert seconds == pytest.approx(0.5 * saved["steps"])
     rows = experiments.run(SETTING)
+    assert len(calls) == len(SETTING.seeds)  # once per checkpoint, not once per method
     retrain = rows[(rows.method == "retrain") & (rows.seed == 0)].iloc[0]
-    assert retrain.seconds == pytest.approx(2 * saved["seconds"])
+    assert retrain.seconds == pytest.approx(0.5 * saved["steps"])
     finetune = rows[(rows.method == "finetune") & (rows.seed == 0)].iloc[0]
-    assert finetune.time_fraction == pytest.approx(finetune.seconds / (2 * saved["seconds"]))
+    assert finetune.time_fraction == pytest.approx(finetune.seconds / (0.5 * saved["steps"]))
 
 
-def test_the_speed_probe_leaves_the_random_stream_alone(tiny_corpus):
+def test_a_retrain_trained_here_keeps_its_own_seconds(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPEECHUL_CACHE", str(tmp_path))
+    monkeypatch.setattr(experiments.train, "speed_probe", lambda *a, **k: pytest.fail("probed"))
+    setting = dataclasses.replace(SETTING, seeds=(0,))
+    _, seconds = experiments.reference(setting, 0)
+    original, _ = experiments._load(setting, 0)
+    path = experiments._reference_path(setting, original, 0)
+    assert seconds == experiments.checked_load(path)["seconds"] > 0
+    assert experiments.reference(setting, 0)[1] == seconds  # and on every later call here
+
+
+def test_the_speed_probe_times_training_steps_and_leaves_the_random_stream_alone(tiny_corpus):
     torch.manual_seed(5)
     expected = torch.rand(3)
     torch.manual_seed(5)
-    assert train.speed_probe(RECIPE, tiny_corpus, fresh=True, steps=2) > 0
+    step = train.speed_probe(RECIPE, tiny_corpus, steps=2)
     assert torch.equal(torch.rand(3), expected)
+    n = len(tiny_corpus.indices("train"))
+    with Timer() as timer:
+        train.train_on(tiny_corpus, tiny_corpus.indices("train"), RECIPE)
+    steps = RECIPE.epochs * -(-n // RECIPE.batch_size)
+    assert 0.3 < step * steps / timer.seconds < 3  # the same kind of step as a training run's
 
 
 _ORPHAN = """
 import os, sys, time
-from speechul import experiments
+from speechul import runners
 if __name__ == "__main__":
     import concurrent.futures as cf, multiprocessing as mp
     pool = cf.ProcessPoolExecutor(2, mp_context=mp.get_context("spawn"),
-                                  initializer=experiments._worker_setup,
+                                  initializer=runners._worker_setup,
                                   initargs=({}, 1, os.getpid()))
     futures = [pool.submit(time.sleep, 0.5) for _ in range(2)]
     if sys.argv[2] == "after tasks":  # else the parent dies while its workers still import
