@@ -1,5 +1,5 @@
 """Experiment grids: (setting x method x seed) -> one tidy table, resumable, on worker processes
-or Ray if asked.
+or Ray if asked (:mod:`speechul.runners`).
 
 The chapters and the command line (``python -m speechul grid ...``) call the same :func:`run`, so
 any table in the book can be regenerated from the shell. One run of a method is
