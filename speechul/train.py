@@ -144,6 +144,11 @@ def _scheduler(optimizer: torch.optim.Optimizer, recipe: TrainConfig, steps: int
     return None
 
 
+def _optimizer(model: nn.Module, recipe: TrainConfig) -> torch.optim.Optimizer:
+    """The recipe's optimizer: AdamW with its learning rate and weight decay."""
+    return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
 def _recipe_loss(recipe: TrainConfig) -> LossFn:
     """The recipe's training loss: cross-entropy with its label smoothing."""
 
@@ -156,8 +161,7 @@ def _recipe_loss(recipe: TrainConfig) -> LossFn:
 def fit(model: nn.Module, train: Batches, recipe: TrainConfig, *, val: Batches | None = None,
         desc: str = "training") -> list[dict[str, float]]:
     """Train ``model`` in place with the recipe; returns per-epoch loss and accuracies."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr,
-                                  weight_decay=recipe.weight_decay)
+    optimizer = _optimizer(model, recipe)
     scheduler = _scheduler(optimizer, recipe, recipe.epochs * len(train))
     loss_fn = _recipe_loss(recipe)
     history = []
@@ -196,9 +200,7 @@ def speed_probe(recipe: TrainConfig, corpus: Corpus, *, steps: int = 24) -> floa
     with torch.random.fork_rng(devices=devices):
         model = models.build(recipe.arch, corpus.n_classes, width=recipe.width)
         model = model.to(corpus.device, memory_format=torch.channels_last)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr,
-                                      weight_decay=recipe.weight_decay)
-        loss_fn = _recipe_loss(recipe)
+        optimizer, loss_fn = _optimizer(model, recipe), _recipe_loss(recipe)
 
         def batches(n: int) -> Batches:
             indices = corpus.indices("train")[: n * recipe.batch_size]
