@@ -167,7 +167,7 @@ def reference(setting: Setting, seed: int) -> tuple[nn.Module, float]:
     if saved is None:
         out = unlearn.run(REFERENCE, original, split, seed=seed, **hp)
         state = {k: v.detach().cpu() for k, v in out.model.state_dict().items()}
-        steps = setting.recipe.epochs * -(-len(split.retain) // setting.recipe.batch_size)
+        steps = setting.recipe.epochs * len(split.batches("retain", setting.recipe.batch_size))
         saved = {"state_dict": state, "seconds": out.seconds, "steps": steps}
         atomic_save(saved, path)
         _once(_SECONDS_NOW, _stamp(path), lambda: out.seconds)
