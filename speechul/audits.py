@@ -191,6 +191,27 @@ def _frozen_norm(model: nn.Module) -> None:
             module.eval()
 
 
+def _relearn_clips(forget: torch.Tensor, retain: torch.Tensor | None, n_relearn: int,
+                   n_retain: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(taught, held, step_clips) corpus indices for :func:`relearn`, all drawn by ``seed``.
+
+    ``taught`` (n_relearn,) and ``held`` (the rest) split the forget set; ``step_clips`` is
+    ``taught`` plus ``n_retain`` retain clips, the batch of every relearning step.
+    """
+    if not 0 < n_relearn < len(forget):
+        raise ValueError(f"n_relearn must be in [1, {len(forget) - 1}] to leave held-out clips, "
+                         f"got {n_relearn}")
+    g = torch.Generator().manual_seed(seed)
+    order = forget[torch.randperm(len(forget), generator=g).to(forget.device)]
+    taught, held = order[:n_relearn], order[n_relearn:]
+    if not n_retain:
+        return taught, held, taught
+    if retain is None or not 0 < n_retain <= len(retain):
+        raise ValueError(f"n_retain={n_retain} needs a retain set with at least that many clips")
+    anchors = retain[torch.randperm(len(retain), generator=g)[:n_retain].to(retain.device)]
+    return taught, held, torch.cat([taught, anchors.to(taught.device)])
+
+
 def relearn(model: nn.Module, corpus: Corpus, forget: torch.Tensor, *,
             retain: torch.Tensor | None = None, n_relearn: int = 16, n_retain: int = 0,
             steps: int = 10, lr: float = 1e-3, seed: int = 0) -> pd.DataFrame:
@@ -208,21 +229,9 @@ def relearn(model: nn.Module, corpus: Corpus, forget: torch.Tensor, *,
         columns ``step`` (0 = before any step), ``heldout_acc`` (accuracy on the held-out forget
         clips, the measure) and ``relearn_acc`` (on the clips trained on).
     """
-    if not 0 < n_relearn < len(forget):
-        raise ValueError(f"n_relearn must be in [1, {len(forget) - 1}] to leave held-out clips, "
-                         f"got {n_relearn}")
     if steps < 1 or lr <= 0:
         raise ValueError(f"steps and lr must be positive, got {steps} and {lr}")
-    g = torch.Generator().manual_seed(seed)
-    order = forget[torch.randperm(len(forget), generator=g).to(forget.device)]
-    taught, held = order[:n_relearn], order[n_relearn:]
-    step_clips = taught
-    if n_retain:
-        if retain is None or not 0 < n_retain <= len(retain):
-            raise ValueError(f"n_retain={n_retain} needs a retain set with at least that many "
-                             "clips")
-        anchors = retain[torch.randperm(len(retain), generator=g)[:n_retain].to(retain.device)]
-        step_clips = torch.cat([taught, anchors.to(taught.device)])
+    taught, held, step_clips = _relearn_clips(forget, retain, n_relearn, n_retain, seed)
     attacked = copy.deepcopy(model)
     opt = torch.optim.Adam(attacked.parameters(), lr=lr)
     batches = Batches(corpus.x, corpus.y, step_clips, batch_size=len(step_clips), seed=seed)
