@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -140,6 +141,16 @@ def test_stand_in_data_is_learnable_and_shaped_like_logmels():
     means = torch.stack([flat[:600][y[:600] == c].mean(0) for c in range(12)])
     guess = torch.cdist(flat[600:], means).argmin(1)
     assert (guess == y[600:]).float().mean() > 0.9
+
+
+def test_machines_of_the_same_core_count_get_their_own_results_file():
+    report = _import("report")
+    assert report.cpu_family("Intel(R) Xeon(R) CPU @ 2.20GHz") == "intel-xeon"
+    assert report.cpu_family("AMD EPYC 7B13 64-Core Processor") == "amd-epyc"
+    assert report.cpu_family("") == "unknown"
+    slug = report.machine_slug(torch.device("cpu"))
+    assert slug.startswith(f"cpu-{os.cpu_count()}cores-") and slug.endswith(
+        report.cpu_family(report.cpu_model()))
 
 
 def test_quiet_wait_is_bounded():
