@@ -254,6 +254,38 @@ def _book_lines(b: dict) -> list[str]:
     return [*lines, ""]
 
 
+BOOK_BUDGET_S = 300  # every chapter at default parameters on 2 CPU cores (issue 5's target)
+
+
+def _book_comparison(results: list[tuple[str, dict]]) -> list[str]:
+    """One table of every machine's chapter seconds side by side, over-budget ones in bold.
+
+    Empty unless two or more results files hold a book section: one machine needs no
+    comparison, and its own section below already lists its chapters.
+    """
+    books = [(name, r) for name, r in results if r.get("kind") == "perf" and r.get("book")]
+    if len(books) < 2:
+        return []
+    chapters = list(dict.fromkeys(c for _, r in books for c in r["book"]["chapters"]))
+
+    def cell(row: dict | None) -> str:
+        if row is None:
+            return "-"
+        text = _fmt(row["seconds"], 0) + ("" if row["ok"] else " (failed)")
+        return f"**{text}**" if row["seconds"] > BOOK_BUDGET_S else text
+
+    head = [f"{r['machine'].get('cpu')} ({r['book'].get('date', '?')[:10]})" for _, r in books]
+    lines = ["## The book on each machine", "",
+             f"Seconds per chapter (default parameters, empty cache), from the sections below; "
+             f"**bold**: over the {BOOK_BUDGET_S} s budget.", "",
+             "| chapter | " + " | ".join(head) + " |", "|---|" + "---:|" * len(books)]
+    for chapter in chapters:
+        cells = [cell(r["book"]["chapters"].get(chapter)) for _, r in books]
+        lines.append(f"| {chapter} | " + " | ".join(cells) + " |")
+    totals = [_fmt(r["book"]["total_seconds"], 0) for _, r in books]
+    return [*lines, "| **total** | " + " | ".join(totals) + " |", ""]
+
+
 def _perf_section(name: str, r: dict) -> list[str]:
     lines = [f"## `{name}`: {r.get('corpus', '?')} corpus on `{r['machine']['device']}`", "",
              f"Last run {r.get('date', '?')} with `python benchmarks/perf.py "
@@ -323,6 +355,7 @@ def render(folder: Path = RESULTS) -> str:
     if not any(r.get("kind") == "gpu-stand-in" and r["machine"].get("gpu") for _, r in results):
         lines.append("**No GPU measurement yet:** `benchmarks/gpu_stand_in.py` is ready for a GPU "
                      "machine (it needs no download); its results will appear here.\n")
+    lines += _book_comparison(results)
     for name, result in results:
         if result.get("kind") == "perf":
             lines += _perf_section(name, result)

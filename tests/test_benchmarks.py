@@ -179,3 +179,23 @@ def test_book_timing_records_failures_without_stopping(tmp_path):
     failed = perf._run_chapter(bad, tmp_path, timeout=120)
     assert ok["ok"] and ok["error"] == "" and _positive(ok["seconds"])
     assert not failed["ok"] and "boom" in failed["error"] and _positive(failed["seconds"])
+
+
+def test_book_timings_of_two_machines_are_compared_side_by_side(tmp_path):
+    report = _import("report")
+
+    def perf(cpu: str, seconds: list[float], ok: bool = True) -> dict:
+        chapters = {f"book/0{i}.md": {"seconds": s, "ok": ok, "error": ""}
+                    for i, s in enumerate(seconds, 1)}
+        return {"kind": "perf", "date": "2026-11-30T00:00:00+00:00", "argv": ["--book"],
+                "corpus": "embedded-default", "machine": {"cpu": cpu, "device": "cpu"},
+                "book": {"date": "2026-11-30T00:00:00+00:00", "argv": ["--book"],
+                         "chapters": chapters, "total_seconds": sum(seconds)}}
+
+    report.write_json(perf("Fast CPU", [40.0, 287.0]), tmp_path / "perf-a.json")
+    assert "The book on each machine" not in report.render(tmp_path), "one machine: no table"
+    report.write_json(perf("Slow CPU", [81.0, 633.0], ok=False), tmp_path / "perf-b.json")
+    markdown = report.render(tmp_path)
+    assert "| chapter | Fast CPU (2026-11-30) | Slow CPU (2026-11-30) |" in markdown
+    assert "| book/02.md | 287 | **633 (failed)** |" in markdown
+    assert "| **total** | 327 | 714 |" in markdown
