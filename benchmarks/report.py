@@ -210,13 +210,21 @@ def _bound_lines(t: dict) -> list[str]:
     """
     step = 1e3 / t["cached"]["samples_per_s"]
     load = 1e3 / t["naive"]["input_only_samples_per_s"]
+    extra = 1e3 / t["naive"]["samples_per_s"] - step - load  # naive ms per clip beyond the two
+    if extra > 0.15 * (step + load):
+        why = (f": the naive run pays {extra:.2f} ms per clip more than the two, for batching, "
+               "collation and a loader sharing the cores with the step, or a busy machine")
+    elif extra < -0.15 * (step + load):
+        why = ": less than the two predict (a busy machine? see the load average)"
+    else:
+        why = ", as the two predict"
     return [
         f"Why {t['speedup']:.1f}x: on this device a training step costs {step:.2f} ms per clip "
         f"and the per-file read + log-mel {load:.2f} ms per clip. Caching removes only the "
         f"second, so the speed-up is about ({step:.2f} + {load:.2f}) / {step:.2f} = "
-        f"{(step + load) / step:.1f}x (measured {t['speedup']:.1f}x: batching and collation add a "
-        "little more to the naive side); where a step is much cheaper than loading a clip (a GPU; "
-        "see `gpu_stand_in.py`) it grows towards the input-alone ratio above.",
+        f"{(step + load) / step:.1f}x (measured {t['speedup']:.1f}x{why}); where a step is much "
+        "cheaper than loading a clip (a GPU; see `gpu_stand_in.py`) it grows towards the "
+        "input-alone ratio above.",
         "",
     ]
 

@@ -199,3 +199,16 @@ def test_book_timings_of_two_machines_are_compared_side_by_side(tmp_path):
     assert "| chapter | Fast CPU (2026-11-30) | Slow CPU (2026-11-30) |" in markdown
     assert "| book/02.md | 287 | **633 (failed)** |" in markdown
     assert "| **total** | 327 | 714 |" in markdown
+
+
+def test_speedup_explanation_says_when_the_two_costs_do_not_add_up():
+    report = _import("report")
+
+    def why(cached: float, naive: float, load: float) -> str:
+        t = {"cached": {"samples_per_s": cached}, "speedup": cached / naive,
+             "naive": {"samples_per_s": naive, "input_only_samples_per_s": load}}
+        return report._bound_lines(t)[0]
+
+    assert "as the two predict" in why(1000.0, 500.0, 1000.0)  # 1 + 1 ms = 2 ms per clip
+    assert "pays 2.00 ms per clip more" in why(1000.0, 250.0, 1000.0)  # 4 ms: 2 unexplained
+    assert "less than the two predict" in why(1000.0, 1000.0, 1000.0)
