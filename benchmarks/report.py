@@ -74,8 +74,8 @@ def cpu_family(model: str) -> str:
     Enough to tell two machines of the same core count apart (the same chapter took 287 s on a
     2-core Intel Xeon and 633 s on a 2-core AMD EPYC), without a new file per stepping.
     """
-    words = re.sub(r"\((r|tm)\)|\bcpu\b|\bprocessor\b|@.*", " ", model.lower()).split()
-    return "-".join(re.sub(r"[^a-z0-9]+", "", w) for w in words[:2] if w) or "unknown"
+    name = re.sub(r"\((r|tm)\)|\bcpu\b|\bprocessor\b|@.*", " ", model.lower())
+    return "-".join(re.sub(r"[^a-z0-9]+", " ", name).split()[:2]) or "unknown"
 
 
 def machine_slug(device: torch.device) -> str:
