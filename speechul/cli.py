@@ -3,16 +3,20 @@
     python -m speechul grid --task keyword,speaker --kind sample --fraction 0.01,0.1 \\
         --methods finetune,scrub --seeds 0,1,2 --out results/ch4
     python -m speechul methods
+    python -m speechul grid --import my_methods.py --methods my_method,scrub --out results/mine
 
 ``grid`` runs one setting per (task, fraction) and writes ``results.jsonl`` (resumable:
 re-running skips finished runs), ``results.csv``, ``summary.csv`` (mean and spread over seeds,
 ``experiments.summary``) and ``figure.png`` into ``--out``. It calls the same ``experiments.run``
-as the chapters. Bad arguments are usage errors (exit 2), not tracebacks.
+as the chapters. ``--import`` loads a module (a name, or a ``.py`` file) first, so the methods it
+registers with ``@su.unlearn.register`` join the grid. Bad arguments are usage errors (exit 2),
+not tracebacks.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -75,11 +79,41 @@ def _positive(text: str) -> int:
     return value
 
 
+def _import(name: str, top: argparse.ArgumentParser) -> None:
+    """Import a module by name or by ``.py`` path; its ``@register`` calls add methods.
+
+    A file's folder goes on ``sys.path`` and the module is imported by its stem, so worker
+    processes and Ray tasks of the grid can import it too.
+    """
+    path = Path(name)
+    if path.suffix == ".py":
+        if not path.is_file():
+            top.error(f"argument --import: no such file: {name!r}")
+        sys.path.insert(0, str(path.resolve().parent))
+        name = path.stem
+    try:
+        module = importlib.import_module(name)
+    except ImportError as err:
+        top.error(f"argument --import: cannot import {name!r}: {err}")
+    if path.suffix == ".py" and Path(module.__file__ or "").resolve() != path.resolve():
+        top.error(f"argument --import: {str(path)!r} is shadowed by the module "
+                  f"{name!r} at {module.__file__}; rename the file")
+
+
+def _with_imports(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--import", dest="imports", action="append", default=[],
+                        metavar="MODULE", help="a module or .py file to import first: "
+                        "methods it registers can be named in --methods (repeatable)")
+    return parser
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m speechul", description=__doc__.split("\n")[0])
     sub = top.add_subparsers(dest="command", required=True)
-    sub.add_parser("methods", help="list the registered unlearning methods and their defaults")
-    grid = sub.add_parser("grid", help="run one experiment grid and write a table and a figure")
+    _with_imports(sub.add_parser("methods",
+                                 help="list the registered unlearning methods and their defaults"))
+    grid = _with_imports(sub.add_parser("grid", help="run one experiment grid and write a table "
+                                                     "and a figure"))
     grid.add_argument("--task", type=_tasks, default=("keyword",),
                       help="keyword, speaker or both: keyword,speaker")
     grid.add_argument("--kind", choices=("sample", "class", "speaker"), default="sample")
@@ -87,8 +121,8 @@ def parser() -> argparse.ArgumentParser:
                       help="sample kind: forget fraction(s), e.g. 0.01,0.1")
     grid.add_argument("--classes", type=_names, default=(), help="class kind: e.g. yes,stop")
     grid.add_argument("--speakers", type=_names, default=(), help="speaker kind: speaker names")
-    grid.add_argument("--methods", type=_names, default=tuple(unlearn.METHODS),
-                      help="comma-separated (default: all); Retrain always runs")
+    grid.add_argument("--methods", type=_names, default=None,
+                      help="comma-separated (default: all registered); Retrain always runs")
     grid.add_argument("--seeds", type=_ints, default=(0,), help="comma-separated, e.g. 0,1,2")
     grid.add_argument("--dataset", default="embedded")
     grid.add_argument("--size", default="default",
@@ -118,11 +152,14 @@ def _settings(args: argparse.Namespace,
     try:
         return [experiments.Setting(
             task=task, kind=args.kind, fraction=fraction, classes=args.classes,
-            speakers=args.speakers, methods=args.methods, seeds=args.seeds, dataset=args.dataset,
+            speakers=args.speakers, methods=args.methods or tuple(unlearn.METHODS),
+            seeds=args.seeds, dataset=args.dataset,
             size=args.size, recipe=train.TrainConfig(epochs=args.epochs), hparams=args.hparams,
             device=args.device) for task in args.task for fraction in fractions]
     except ValueError as err:
-        top.error(str(err))
+        hint = " (a method of your own: --import its module)" if "unknown method" in str(
+            err) else ""
+        top.error(f"{err}{hint}")
 
 
 def _grid(args: argparse.Namespace, top: argparse.ArgumentParser) -> int:
@@ -148,6 +185,8 @@ def _grid(args: argparse.Namespace, top: argparse.ArgumentParser) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     top = parser()
     args = top.parse_args(argv)
+    for name in args.imports:
+        _import(name, top)
     if args.command == "methods":
         for name in unlearn.METHODS:
             print(f"{name:16s} {unlearn.defaults(name)}")

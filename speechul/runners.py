@@ -12,9 +12,10 @@ import concurrent.futures
 import contextlib
 import multiprocessing
 import os
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -53,9 +54,14 @@ def _worker_env() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def ray(address: str, n_threads: int) -> Iterator[Submit]:
+def ray(address: str, n_threads: int, by_value: Iterable[str] = ()) -> Iterator[Submit]:
     """Runs as Ray tasks of ``n_threads`` torch threads each; ``address="local"`` starts (and
-    afterwards stops) a local Ray instance, any other value names a cluster."""
+    afterwards stops) a local Ray instance, any other value names a cluster.
+
+    ``by_value`` names modules whose functions travel as code rather than as an import: a
+    user's module of unlearning methods, which Ray's workers (other processes, perhaps other
+    machines) could not import.
+    """
     try:
         import ray as ray_module
     except ImportError as err:
@@ -66,9 +72,14 @@ def ray(address: str, n_threads: int) -> Iterator[Submit]:
                     runtime_env={"env_vars": _worker_env()}, include_dashboard=False,
                     log_to_driver=False)
     task = ray_module.remote(_with_threads)
+    shipped = [sys.modules[name] for name in by_value]
+    for module in shipped:
+        ray_module.cloudpickle.register_pickle_by_value(module)
     try:
         yield lambda fn, *args: task.remote(fn, n_threads, *args).future()
     finally:
+        for module in shipped:
+            ray_module.cloudpickle.unregister_pickle_by_value(module)
         if ours:
             ray_module.shutdown()
 

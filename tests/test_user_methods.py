@@ -1,0 +1,123 @@
+"""A researcher's own unlearning method, registered outside the package, runs everywhere a grid
+runs: in this process, on worker processes, as Ray tasks and from the command line; a method
+that workers could never import (a notebook cell's) is refused before anything trains."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from speechul import cli, experiments, train, unlearn
+
+MODULE = "speechul_test_user_methods"
+# A method of the user's: fine-tuning with a learning rate of its own, so its rows differ from
+# the built-in's.
+SOURCE = '''
+import speechul as su
+
+
+@su.unlearn.register
+def user_finetune(model, forget, retain, *, epochs: int = 1, lr: float = 2e-3):
+    """Fine-tune on the retained clips (a user's method, registered from outside speechul)."""
+    return su.unlearn.methods.finetune(model, forget, retain, epochs=epochs, lr=lr)
+'''
+SETTING = dict(task="keyword", kind="sample", fraction=0.1, size="tiny",
+               methods=("user_finetune",), seeds=(0,), device="cpu")
+METRICS = ["forget_acc", "retain_acc", "test_acc", "mia_auc", "gap_mean"]
+# Run as `python -c`: like a notebook's kernel, the main module has no file a spawned worker
+# could re-import, so only the function's own module can tell a worker what it is.
+SCRIPT = textwrap.dedent(f'''
+    import json, sys
+    sys.path.insert(0, sys.argv[1])
+    import {MODULE}  # registers user_finetune here only
+    from speechul import experiments, train
+    setting = experiments.Setting(**json.loads(sys.argv[2]), recipe=train.TrainConfig(epochs=2))
+    kwargs = {{"here": {{}}, "pool": {{"processes": 2}}, "ray": {{"ray_address": "local"}}}}
+    rows = {{side: experiments.run(setting, threads=1, **kw).to_dict("records")
+            for side, kw in kwargs.items()}}
+    print(json.dumps(rows))
+''')
+
+
+@pytest.fixture
+def user_module(tmp_path: Path) -> Path:
+    path = tmp_path / f"{MODULE}.py"
+    path.write_text(SOURCE)
+    return path
+
+
+def test_a_users_method_runs_on_worker_processes_and_ray_as_in_process(user_module, tmp_path):
+    setting = {k: list(v) if isinstance(v, tuple) else v for k, v in SETTING.items()}
+    env = {"SPEECHUL_CACHE": str(tmp_path / "cache"), "SPEECHUL_QUIET": "1"}
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(user_module.parent),
+                           json.dumps(setting)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **env})
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {side: pd.DataFrame(r) for side, r in json.loads(done.stdout.splitlines()[-1]).items()}
+    here = rows["here"]
+    assert list(here.method) == ["retrain", "user_finetune"]
+    assert json.loads(here.hparams.iloc[1]) == {"epochs": 1, "lr": 2e-3}
+    for side in ("pool", "ray"):
+        pd.testing.assert_frame_equal(rows[side][METRICS], here[METRICS], check_exact=True)
+
+
+def test_a_method_defined_in_a_notebook_is_refused_for_worker_processes(tmp_path, monkeypatch):
+    def notebook_method(model, forget, retain, *, epochs: int = 1):
+        return model
+
+    notebook_method.__module__ = "__main__"  # as a notebook cell's function is
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))  # no file
+    monkeypatch.setenv("SPEECHUL_CACHE", str(tmp_path))
+    monkeypatch.setitem(unlearn.METHODS, "notebook_method", notebook_method)
+    setting = experiments.Setting(**{**SETTING, "methods": ("notebook_method",)},
+                                  recipe=train.TrainConfig(epochs=1))
+    with pytest.raises(ValueError, match="'notebook_method' is defined in this notebook"):
+        experiments.run(setting, processes=2)
+    assert not (tmp_path / "models").exists(), "refused only after training"
+
+
+def test_the_command_line_imports_a_methods_file(user_module, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the file's folder is added for the run
+    monkeypatch.setenv("SPEECHUL_CACHE", str(tmp_path / "cache"))
+    try:
+        assert cli.main(["methods", "--import", str(user_module)]) == 0
+        assert "user_finetune" in capsys.readouterr().out
+        code = cli.main(["grid", "--import", str(user_module), "--size", "tiny", "--epochs", "2",
+                         "--methods", "user_finetune", "--device", "cpu",
+                         "--out", str(tmp_path / "out")])
+    finally:
+        unlearn.METHODS.pop("user_finetune", None)
+        sys.modules.pop(MODULE, None)
+    assert code == 0
+    table = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert list(table.method) == ["retrain", "user_finetune"]
+
+
+@pytest.mark.parametrize("name, message", [
+    ("no_such_module_xyz", "cannot import 'no_such_module_xyz'"),
+    ("missing/methods.py", "no such file: 'missing/methods.py'"),
+    ("json.py", "is shadowed by the module 'json'"),
+])
+def test_a_bad_import_is_a_usage_error(name, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    if name == "json.py":  # a file named like a module that is already imported
+        (tmp_path / name).write_text("")
+        name = str(tmp_path / name)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["grid", "--import", name, "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_unknown_method_names_the_import_option(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["grid", "--methods", "user_finetune", "--out", str(tmp_path)])
+    assert "--import its module" in capsys.readouterr().err
