@@ -16,7 +16,6 @@ import contextlib
 import functools
 import json
 import os
-import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -204,45 +203,18 @@ def _reference_row(model: nn.Module, split: data.Split, path: Path) -> dict[str,
     return _once(_REFERENCE_ROWS, _stamp(path), lambda: metrics.evaluate(model, split))
 
 
-def _shipped(method: str) -> unlearn.core.Method | None:
-    """The function a worker should run for ``method`` (None: Retrain, which it always has)."""
-    return None if method == REFERENCE else unlearn.METHODS[method]
+def _registered(todo: Todo) -> runners.Registered:
+    """The methods and dataset loaders of ``todo`` that live outside speechul (name -> function).
 
-
-def _run_shipped(fn: unlearn.core.Method | None, setting: Setting, method: str,
-                 seed: int) -> dict[str, Any]:
-    """:func:`run_one` in a worker, with the parent's function for ``method``.
-
-    A worker imports speechul afresh, so a method registered in the parent (a notebook cell, a
-    module of the user's) would be unknown there, and a notebook's replacement of a built-in
-    would silently run the built-in. The function travels with the run and is registered first.
+    A worker imports speechul afresh: what the user registered (a notebook cell, a module of
+    their own) would be unknown there, and a notebook's replacement of a built-in would silently
+    run the built-in. The runners hand these to every run.
     """
-    if fn is not None:
-        unlearn.METHODS[method] = fn
-    return run_one(setting, method, seed)
-
-
-def _check_importable(methods: Iterable[str]) -> None:
-    """Fail before any training if a worker process could not import a method's function.
-
-    Functions travel to pool workers by reference (module and name). A worker re-imports a
-    script's main module, but a notebook's or an interactive session's has no file to import.
-    (Ray copies such functions by value, so this applies to worker processes only.)
-    """
-    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-    for name in methods:
-        fn = _shipped(name)
-        if fn is not None and fn.__module__ == "__main__" and not main_file:
-            raise ValueError(
-                f"method {name!r} is defined in this notebook or session, which worker "
-                "processes cannot import: move it into a .py module and import it from there, "
-                "or run it with processes=1 (or on Ray)")
-
-
-def _user_modules(todo: Todo) -> list[str]:
-    """Modules, other than speechul's and the main one, that define the methods to run."""
-    names = {fn.__module__ for fn in map(_shipped, {m for _, m, _ in todo}) if fn is not None}
-    return sorted(n for n in names if n != "__main__" and n.split(".")[0] != "speechul")
+    methods = {m: unlearn.METHODS[m] for _, m, _ in todo if m != REFERENCE}
+    loaders = {s.dataset: data.LOADERS[s.dataset] for s, _, _ in todo if s.dataset in data.LOADERS}
+    own = [{name: fn for name, fn in found.items() if fn.__module__.split(".")[0] != "speechul"}
+           for found in (methods, loaders)]
+    return runners.Registered(methods=own[0], loaders=own[1])
 
 
 def run_one(setting: Setting, method: str, seed: int) -> dict[str, Any]:
@@ -314,8 +286,7 @@ def _scheduled(submit: Submit, todo: Todo) -> Iterator[dict]:
         for future in finished:
             if future in waiting:
                 future.result()  # a failed Retrain raises here
-                running |= {submit(_run_shipped, _shipped(run[1]), *run)
-                            for run in by_request[waiting.pop(future)]}
+                running |= {submit(run_one, *run) for run in by_request[waiting.pop(future)]}
             else:
                 running.remove(future)
                 yield future.result()
@@ -356,8 +327,8 @@ def run(setting: Setting, *, results: str | os.PathLike | None = None,
             runs slow each other, which skews time fractions (EU-k's: 0.08 -> 0.14). Call it
             from a notebook, the shell command or under
             ``if __name__ == "__main__":`` (workers are spawned and import the main module).
-            A method of your own runs there too if its function is in a module they can
-            import (not a notebook cell: :func:`run` says so before training anything).
+            Methods and datasets of your own run there too if their functions are in a module
+            they can import (not a notebook cell: :func:`run` says so before training).
         threads: torch CPU threads per run (default: this process's, divided among the
             worker processes); on Ray, give each task its share of a worker machine's cores.
             CPU float sums depend on the thread count, so a table is bitwise repeatable at a
@@ -386,10 +357,9 @@ def run_many(settings: Iterable[Setting], *, results: str | os.PathLike | None =
         raise ValueError(f"processes must be >= 1, got {processes}")
     threads = threads or max(1, torch.get_num_threads() // processes)
     if ray_address is not None and todo:
-        rows: Iterator[dict] = _on(runners.ray(ray_address, threads, _user_modules(todo)), todo)
+        rows: Iterator[dict] = _on(runners.ray(ray_address, threads, _registered(todo)), todo)
     elif processes > 1 and len(todo) > 1:
-        _check_importable({method for _, method, _ in todo})
-        rows = _on(runners.pool(processes, threads), todo)
+        rows = _on(runners.pool(processes, threads, _registered(todo)), todo)
     else:
         rows = (run_one(*run) for run in todo)
     with runners.threads(threads):

@@ -15,16 +15,41 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import torch
 
 from ._runtime import cache_dir
 
-__all__ = ["Submit", "pool", "ray", "threads"]
+__all__ = ["Registered", "Submit", "pool", "ray", "threads"]
 
 Submit = Callable[..., concurrent.futures.Future]
+
+
+class Registered(NamedTuple):
+    """Unlearning methods and dataset loaders (name -> function) that a worker would not know.
+
+    A worker imports speechul afresh; what the user registered in their own session travels
+    with every run and is registered there first (:func:`_registering`).
+    """
+
+    methods: dict[str, Callable[..., Any]]
+    loaders: dict[str, Callable[..., Any]]
+
+    def functions(self) -> list[tuple[str, str, Callable[..., Any]]]:
+        """(kind, name, function) of every entry."""
+        return [("method", n, fn) for n, fn in self.methods.items()] + [
+            ("dataset", n, fn) for n, fn in self.loaders.items()]
+
+
+def _registering(registered: Registered, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a worker, after registering the parent's own methods and loaders."""
+    from . import data, unlearn
+
+    unlearn.METHODS.update(registered.methods)
+    data.LOADERS.update(registered.loaders)
+    return fn(*args)
 
 
 @contextlib.contextmanager
@@ -42,10 +67,10 @@ def threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _with_threads(fn: Any, n: int, *args: Any) -> Any:
+def _with_threads(fn: Any, n: int, registered: Registered, *args: Any) -> Any:
     """``fn(*args)`` at ``n`` torch threads: the body of every Ray task."""
     with threads(n):
-        return fn(*args)
+        return _registering(registered, fn, *args)
 
 
 def _worker_env() -> dict[str, str]:
@@ -54,13 +79,12 @@ def _worker_env() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def ray(address: str, n_threads: int, by_value: Iterable[str] = ()) -> Iterator[Submit]:
+def ray(address: str, n_threads: int, registered: Registered | None = None) -> Iterator[Submit]:
     """Runs as Ray tasks of ``n_threads`` torch threads each; ``address="local"`` starts (and
     afterwards stops) a local Ray instance, any other value names a cluster.
 
-    ``by_value`` names modules whose functions travel as code rather than as an import: a
-    user's module of unlearning methods, which Ray's workers (other processes, perhaps other
-    machines) could not import.
+    The modules that define ``registered`` functions travel as code, not as an import: Ray's
+    workers (other processes, perhaps other machines) could not import a user's module.
     """
     try:
         import ray as ray_module
@@ -72,11 +96,14 @@ def ray(address: str, n_threads: int, by_value: Iterable[str] = ()) -> Iterator[
                     runtime_env={"env_vars": _worker_env()}, include_dashboard=False,
                     log_to_driver=False)
     task = ray_module.remote(_with_threads)
-    shipped = [sys.modules[name] for name in by_value]
+    registered = registered or Registered({}, {})
+    # (cloudpickle already sends the functions of a notebook's __main__ by value)
+    names = {fn.__module__ for _, _, fn in registered.functions()} - {"__main__"}
+    shipped = [sys.modules[name] for name in sorted(names)]
     for module in shipped:
         ray_module.cloudpickle.register_pickle_by_value(module)
     try:
-        yield lambda fn, *args: task.remote(fn, n_threads, *args).future()
+        yield lambda fn, *args: task.remote(fn, n_threads, registered, *args).future()
     finally:
         for module in shipped:
             ray_module.cloudpickle.unregister_pickle_by_value(module)
@@ -104,17 +131,35 @@ def _exit_with(parent: int) -> None:
     os._exit(1)
 
 
+def _check_importable(registered: Registered) -> None:
+    """Fail before anything runs if a worker process could not import a registered function.
+
+    Functions travel to pool workers by reference (module and name). A worker re-imports a
+    script's main module, but a notebook's or an interactive session's has no file to import.
+    """
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    for kind, name, fn in registered.functions():
+        if fn.__module__ == "__main__" and not main_file:
+            raise ValueError(
+                f"{kind} {name!r} is defined in this notebook or session, which worker "
+                "processes cannot import: move it into a .py module and import it from there, "
+                "or run with processes=1 (or on Ray)")
+
+
 @contextlib.contextmanager
-def pool(processes: int, n_threads: int) -> Iterator[Submit]:
+def pool(processes: int, n_threads: int,
+         registered: Registered | None = None) -> Iterator[Submit]:
     """Runs on ``processes`` worker processes of this machine (standard library pool).
 
     Spawned, not forked: a forked copy of a process whose OpenMP threads already ran can hang.
     Unfinished runs are cancelled when the block ends early.
     """
+    registered = registered or Registered({}, {})
+    _check_importable(registered)
     workers = concurrent.futures.ProcessPoolExecutor(
         processes, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_setup,
         initargs=(_worker_env(), n_threads, os.getpid()))
     try:
-        yield workers.submit
+        yield lambda fn, *args: workers.submit(_registering, registered, fn, *args)
     finally:
         workers.shutdown(wait=True, cancel_futures=True)

@@ -1,6 +1,7 @@
-"""A researcher's own unlearning method, registered outside the package, runs everywhere a grid
-runs: in this process, on worker processes, as Ray tasks and from the command line; a method
-that workers could never import (a notebook cell's) is refused before anything trains."""
+"""A researcher's own unlearning method and dataset, registered outside the package, run
+everywhere a grid runs: in this process, on worker processes, as Ray tasks and from the command
+line; one that workers could never import (a notebook cell's) is refused before anything
+trains."""
 
 from __future__ import annotations
 
@@ -15,13 +16,21 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from speechul import cli, experiments, train, unlearn
+from speechul import cli, data, experiments, train, unlearn
 
 MODULE = "speechul_test_user_methods"
-# A method of the user's: fine-tuning with a learning rate of its own, so its rows differ from
-# the built-in's.
+# A method of the user's (fine-tuning with a learning rate of its own, so its rows differ from
+# the built-in's) and a dataset (the embedded tiny corpus under a name of the user's).
 SOURCE = '''
 import speechul as su
+
+
+def user_corpus(size="tiny", cache=None):
+    """A user's corpus: one function returning a Source, added to LOADERS."""
+    return su.data.LOADERS["embedded"](size, cache=cache)
+
+
+su.data.LOADERS["user_corpus"] = user_corpus
 
 
 @su.unlearn.register
@@ -29,7 +38,7 @@ def user_finetune(model, forget, retain, *, epochs: int = 1, lr: float = 2e-3):
     """Fine-tune on the retained clips (a user's method, registered from outside speechul)."""
     return su.unlearn.methods.finetune(model, forget, retain, epochs=epochs, lr=lr)
 '''
-SETTING = dict(task="keyword", kind="sample", fraction=0.1, size="tiny",
+SETTING = dict(task="keyword", kind="sample", fraction=0.1, size="tiny", dataset="user_corpus",
                methods=("user_finetune",), seeds=(0,), device="cpu")
 METRICS = ["forget_acc", "retain_acc", "test_acc", "mia_auc", "gap_mean"]
 # Run as `python -c`: like a notebook's kernel, the main module has no file a spawned worker
@@ -37,7 +46,7 @@ METRICS = ["forget_acc", "retain_acc", "test_acc", "mia_auc", "gap_mean"]
 SCRIPT = textwrap.dedent(f'''
     import json, sys
     sys.path.insert(0, sys.argv[1])
-    import {MODULE}  # registers user_finetune here only
+    import {MODULE}  # registers user_finetune and user_corpus here only
     from speechul import experiments, train
     setting = experiments.Setting(**json.loads(sys.argv[2]), recipe=train.TrainConfig(epochs=2))
     kwargs = {{"here": {{}}, "pool": {{"processes": 2}}, "ray": {{"ray_address": "local"}}}}
@@ -64,22 +73,26 @@ def test_a_users_method_runs_on_worker_processes_and_ray_as_in_process(user_modu
     rows = {side: pd.DataFrame(r) for side, r in json.loads(done.stdout.splitlines()[-1]).items()}
     here = rows["here"]
     assert list(here.method) == ["retrain", "user_finetune"]
+    assert set(here.dataset) == {"user_corpus"}
     assert json.loads(here.hparams.iloc[1]) == {"epochs": 1, "lr": 2e-3}
     for side in ("pool", "ray"):
         pd.testing.assert_frame_equal(rows[side][METRICS], here[METRICS], check_exact=True)
 
 
-def test_a_method_defined_in_a_notebook_is_refused_for_worker_processes(tmp_path, monkeypatch):
-    def notebook_method(model, forget, retain, *, epochs: int = 1):
-        return model
+@pytest.mark.parametrize("kind", ["method", "dataset"])
+def test_a_notebooks_own_function_is_refused_for_worker_processes(kind, tmp_path, monkeypatch):
+    def notebook_function(*args, epochs: int = 1):
+        raise AssertionError("never called")
 
-    notebook_method.__module__ = "__main__"  # as a notebook cell's function is
+    notebook_function.__module__ = "__main__"  # as a notebook cell's function is
     monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))  # no file
     monkeypatch.setenv("SPEECHUL_CACHE", str(tmp_path))
-    monkeypatch.setitem(unlearn.METHODS, "notebook_method", notebook_method)
-    setting = experiments.Setting(**{**SETTING, "methods": ("notebook_method",)},
-                                  recipe=train.TrainConfig(epochs=1))
-    with pytest.raises(ValueError, match="'notebook_method' is defined in this notebook"):
+    registry = unlearn.METHODS if kind == "method" else data.LOADERS
+    monkeypatch.setitem(registry, "notebook_function", notebook_function)
+    chosen = {"methods": ("notebook_function",)} if kind == "method" else {
+        "methods": ("finetune",), "dataset": "notebook_function"}
+    setting = experiments.Setting(**{**SETTING, **chosen}, recipe=train.TrainConfig(epochs=1))
+    with pytest.raises(ValueError, match=f"{kind} 'notebook_function' is defined in this notebook"):
         experiments.run(setting, processes=2)
     assert not (tmp_path / "models").exists(), "refused only after training"
 
@@ -90,15 +103,18 @@ def test_the_command_line_imports_a_methods_file(user_module, tmp_path, monkeypa
     try:
         assert cli.main(["methods", "--import", str(user_module)]) == 0
         assert "user_finetune" in capsys.readouterr().out
-        code = cli.main(["grid", "--import", str(user_module), "--size", "tiny", "--epochs", "2",
-                         "--methods", "user_finetune", "--device", "cpu",
+        code = cli.main(["grid", "--import", str(user_module), "--dataset", "user_corpus",
+                         "--size", "tiny", "--epochs", "2", "--methods", "user_finetune",
+                         "--device", "cpu",
                          "--out", str(tmp_path / "out")])
     finally:
         unlearn.METHODS.pop("user_finetune", None)
+        data.LOADERS.pop("user_corpus", None)
         sys.modules.pop(MODULE, None)
     assert code == 0
     table = pd.read_csv(tmp_path / "out" / "results.csv")
     assert list(table.method) == ["retrain", "user_finetune"]
+    assert set(table.dataset) == {"user_corpus"}
 
 
 @pytest.mark.parametrize("name, message", [
