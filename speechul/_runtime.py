@@ -104,13 +104,15 @@ def cache_dir(path: str | os.PathLike | None = None) -> Path:
     """Where caches live: ``path`` if given, else ``$SPEECHUL_CACHE``, else ``<repo>/data/cache``.
 
     The default sits beside the package in a source checkout (git ignores it); an installed
-    package falls back to ``~/.cache/speechul``.
+    package falls back to ``~/.cache/speechul`` (never a ``data`` folder that another package
+    put into site-packages: the checkout is recognised by its ``pyproject.toml``).
     """
     if path is None:
         path = os.environ.get("SPEECHUL_CACHE")
     if path is None:
-        repo_data = Path(__file__).resolve().parent.parent / "data"
-        path = repo_data / "cache" if repo_data.is_dir() else Path.home() / ".cache" / "speechul"
+        repo = Path(__file__).resolve().parent.parent
+        checkout = (repo / "pyproject.toml").is_file() and (repo / "data").is_dir()
+        path = repo / "data" / "cache" if checkout else Path.home() / ".cache" / "speechul"
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     return out

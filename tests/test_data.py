@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 
-from speechul import data
+from speechul import _runtime, data
 
 
 def test_parts_are_disjoint_and_cover_everything(tiny_corpus):
@@ -95,3 +99,23 @@ def test_test_clip_is_not_forgettable(tiny_corpus):
 def test_unknown_dataset_lists_known():
     with pytest.raises(ValueError, match="known: .*embedded"):
         data.load("timit")
+
+
+@pytest.mark.parametrize("checkout", [True, False])
+def test_the_default_cache_is_the_checkouts_or_the_users(checkout, tmp_path, monkeypatch):
+    """In a source checkout the cache sits in its data/ folder; installed, in ~/.cache/speechul,
+    even when another package left a data/ folder in site-packages beside speechul."""
+    root = tmp_path / "site"
+    (root / "speechul").mkdir(parents=True)
+    (root / "data").mkdir()
+    if checkout:
+        (root / "pyproject.toml").write_text("[project]\nname = 'speechul'\n")
+    shutil.copy(_runtime.__file__, root / "speechul" / "_runtime.py")
+    spec = importlib.util.spec_from_file_location("runtime_copy", root / "speechul" / "_runtime.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.delenv("SPEECHUL_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    expected = root / "data" / "cache" if checkout else tmp_path / "home" / ".cache" / "speechul"
+    assert module.cache_dir() == expected and expected.is_dir()
+    assert Path(module.cache_dir(tmp_path / "given")) == tmp_path / "given"
