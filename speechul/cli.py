@@ -83,14 +83,17 @@ def _import(name: str, top: argparse.ArgumentParser) -> None:
     """Import a module by name or by ``.py`` path; its ``@register`` calls add methods.
 
     A file's folder goes on ``sys.path`` and the module is imported by its stem, so worker
-    processes and Ray tasks of the grid can import it too.
+    processes and Ray tasks of the grid can import it too. A name is also looked up in the
+    current folder, as ``python -m`` does, also when run as the ``speechul`` command.
     """
     path = Path(name)
+    folder = path.resolve().parent if path.suffix == ".py" else Path.cwd()
     if path.suffix == ".py":
         if not path.is_file():
             top.error(f"argument --import: no such file: {name!r}")
-        sys.path.insert(0, str(path.resolve().parent))
         name = path.stem
+    if not any(Path(entry or ".").resolve() == folder for entry in sys.path):
+        sys.path.insert(0, str(folder))
     try:
         module = importlib.import_module(name)
     except ImportError as err:

@@ -117,6 +117,19 @@ def test_the_command_line_imports_a_methods_file(user_module, tmp_path, monkeypa
     assert set(table.dataset) == {"user_corpus"}
 
 
+def test_a_module_name_is_found_in_the_current_folder(user_module, monkeypatch, capsys):
+    """As with ``python -m``, also when the ``speechul`` command's folder heads sys.path."""
+    monkeypatch.chdir(user_module.parent)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p and Path(p) != Path.cwd()])
+    try:
+        assert cli.main(["methods", "--import", MODULE]) == 0
+    finally:
+        unlearn.METHODS.pop("user_finetune", None)
+        data.LOADERS.pop("user_corpus", None)
+        sys.modules.pop(MODULE, None)
+    assert "user_finetune" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("name, message", [
     ("no_such_module_xyz", "cannot import 'no_such_module_xyz'"),
     ("missing/methods.py", "no such file: 'missing/methods.py'"),
