@@ -214,7 +214,7 @@ def _registered(todo: Todo) -> runners.Registered:
     loaders = {s.dataset: data.LOADERS[s.dataset] for s, _, _ in todo if s.dataset in data.LOADERS}
     own = [{name: fn for name, fn in found.items() if fn.__module__.split(".")[0] != "speechul"}
            for found in (methods, loaders)]
-    return runners.Registered(methods=own[0], loaders=own[1])
+    return runners.Registered(*own)
 
 
 def run_one(setting: Setting, method: str, seed: int) -> dict[str, Any]:

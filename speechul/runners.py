@@ -31,7 +31,7 @@ class Registered(NamedTuple):
     """Unlearning methods and dataset loaders (name -> function) that a worker would not know.
 
     A worker imports speechul afresh; what the user registered in their own session travels
-    with every run and is registered there first (:func:`_registering`).
+    to the workers and is registered there before it runs (:func:`_register`).
     """
 
     methods: dict[str, Callable[..., Any]]
@@ -43,13 +43,15 @@ class Registered(NamedTuple):
             ("dataset", n, fn) for n, fn in self.loaders.items()]
 
 
-def _registering(registered: Registered, fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)`` in a worker, after registering the parent's own methods and loaders."""
+_NOTHING = Registered({}, {})  # read, never written
+
+
+def _register(registered: Registered) -> None:
+    """In a worker: register the parent's own methods and loaders."""
     from . import data, unlearn
 
     unlearn.METHODS.update(registered.methods)
     data.LOADERS.update(registered.loaders)
-    return fn(*args)
 
 
 @contextlib.contextmanager
@@ -70,7 +72,8 @@ def threads(n: int) -> Iterator[None]:
 def _with_threads(fn: Any, n: int, registered: Registered, *args: Any) -> Any:
     """``fn(*args)`` at ``n`` torch threads: the body of every Ray task."""
     with threads(n):
-        return _registering(registered, fn, *args)
+        _register(registered)
+        return fn(*args)
 
 
 def _worker_env() -> dict[str, str]:
@@ -79,7 +82,7 @@ def _worker_env() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def ray(address: str, n_threads: int, registered: Registered | None = None) -> Iterator[Submit]:
+def ray(address: str, n_threads: int, registered: Registered = _NOTHING) -> Iterator[Submit]:
     """Runs as Ray tasks of ``n_threads`` torch threads each; ``address="local"`` starts (and
     afterwards stops) a local Ray instance, any other value names a cluster.
 
@@ -96,7 +99,6 @@ def ray(address: str, n_threads: int, registered: Registered | None = None) -> I
                     runtime_env={"env_vars": _worker_env()}, include_dashboard=False,
                     log_to_driver=False)
     task = ray_module.remote(_with_threads)
-    registered = registered or Registered({}, {})
     # (cloudpickle already sends the functions of a notebook's __main__ by value)
     names = {fn.__module__ for _, _, fn in registered.functions()} - {"__main__"}
     shipped = [sys.modules[name] for name in sorted(names)]
@@ -111,10 +113,11 @@ def ray(address: str, n_threads: int, registered: Registered | None = None) -> I
             ray_module.shutdown()
 
 
-def _worker_setup(env: dict[str, str], n_threads: int, parent: int) -> None:
+def _worker_setup(env: dict[str, str], n_threads: int, parent: int,
+                  registered: Registered = _NOTHING) -> None:
     """Runs once in each pool worker: the parent's cache folder, quiet bars, its thread share,
-    and a watch that ends the worker when its parent dies (a killed kernel would otherwise
-    leave workers waiting on the task queue for ever).
+    the user's own methods and loaders, and a watch that ends the worker when its parent dies
+    (a killed kernel would otherwise leave workers waiting on the task queue for ever).
 
     ``parent`` is the parent's pid as the parent saw it: a worker still importing when the
     parent died has already been re-parented, and its own ``os.getppid()`` would name the new
@@ -122,6 +125,7 @@ def _worker_setup(env: dict[str, str], n_threads: int, parent: int) -> None:
     """
     os.environ.update(env)
     torch.set_num_threads(n_threads)
+    _register(registered)
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
 
 
@@ -148,18 +152,17 @@ def _check_importable(registered: Registered) -> None:
 
 @contextlib.contextmanager
 def pool(processes: int, n_threads: int,
-         registered: Registered | None = None) -> Iterator[Submit]:
+         registered: Registered = _NOTHING) -> Iterator[Submit]:
     """Runs on ``processes`` worker processes of this machine (standard library pool).
 
     Spawned, not forked: a forked copy of a process whose OpenMP threads already ran can hang.
     Unfinished runs are cancelled when the block ends early.
     """
-    registered = registered or Registered({}, {})
     _check_importable(registered)
     workers = concurrent.futures.ProcessPoolExecutor(
         processes, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_setup,
-        initargs=(_worker_env(), n_threads, os.getpid()))
+        initargs=(_worker_env(), n_threads, os.getpid(), registered))
     try:
-        yield lambda fn, *args: workers.submit(_registering, registered, fn, *args)
+        yield workers.submit
     finally:
         workers.shutdown(wait=True, cancel_futures=True)
