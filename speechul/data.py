@@ -21,7 +21,7 @@ import torch
 
 from . import features as feats
 from . import synth
-from ._runtime import default_device
+from ._runtime import default_device, fingerprint
 
 __all__ = ["PARTS", "Source", "Corpus", "Batches", "Split", "LOADERS", "load", "forget_split"]
 
@@ -57,13 +57,15 @@ class Corpus:
     """Every clip's features on one device, with both tasks' labels and the parts.
 
     ``x`` is (N, 1, n_mels, frames); ``y`` is the current task's labels (N,). Switch task with
-    :meth:`with_task`: the features are shared, not copied.
+    :meth:`with_task`: the features are shared, not copied. ``features`` are the settings ``x``
+    was computed with; they enter :attr:`key`, which keys every cached model.
     """
 
     source: Source
     x: torch.Tensor
     task: str
     labels: dict[str, torch.Tensor] = field(repr=False)
+    features: feats.FeatureConfig = feats.FeatureConfig()
 
     @property
     def name(self) -> str:
@@ -71,7 +73,12 @@ class Corpus:
 
     @property
     def key(self) -> str:
-        return self.source.key
+        """The clips and their feature settings: a model trained on other features (say
+        ``n_fft=512``, same shape) must not be loaded from the cache. The default settings keep
+        the clips' own fingerprint, so caches made before features were keyed stay valid."""
+        if self.features == feats.FeatureConfig():
+            return self.source.key
+        return fingerprint(self.source.key, dataclasses.asdict(self.features))
 
     @property
     def y(self) -> torch.Tensor:
@@ -270,7 +277,8 @@ def load(name: str = "embedded", task: str | None = None, *,
                      device=device)
     labels = {**source.labels, "part": source.part}
     first = next(iter(source.names))
-    corpus = Corpus(source=source, x=x, task=first, labels=labels).with_task(task or first)
+    corpus = Corpus(source=source, x=x, task=first, labels=labels, features=features)
+    corpus = corpus.with_task(task or first)
     return corpus.to(device)
 
 

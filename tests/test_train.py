@@ -3,6 +3,7 @@ the allocator tuning that keeps CPU steps fast."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from speechul import data, train
+from speechul import data, features, train
 
 QUICK = train.TrainConfig(epochs=2, batch_size=32)
 
@@ -36,6 +37,18 @@ def test_original_learns_and_is_cached(tiny_corpus, tmp_path):
     second = train.original(tiny_corpus, QUICK, seed=0, cache=tmp_path)
     assert second.seconds == first.seconds  # loaded, not retrained (seconds come from the file)
     assert _same_weights(first.model, second.model)
+
+
+def test_other_features_of_the_same_shape_train_their_own_model(tiny_corpus, tmp_path):
+    """A feature setting that keeps the (40, 101) shape (here a longer FFT window) must not load
+    the model trained on the default features."""
+    first = train.original(tiny_corpus, QUICK, seed=0, cache=tmp_path)
+    wide = dataclasses.replace(tiny_corpus, x=tiny_corpus.x.flip(-1),
+                               features=features.FeatureConfig(n_fft=512))
+    assert wide.key != tiny_corpus.key and wide.with_task("speaker").key == wide.key
+    other = train.original(wide, QUICK, seed=0, cache=tmp_path)
+    assert other.key != first.key and len(list((tmp_path / "models").glob("*.pt"))) == 2
+    assert not _same_weights(first.model, other.model)
 
 
 def test_damaged_checkpoint_is_retrained(tiny_corpus, tmp_path):
