@@ -27,7 +27,7 @@ from torch import nn
 
 from . import data, metrics, train, unlearn
 from ._runtime import atomic_save, cache_dir, checked_load, default_device, fingerprint, progress
-from .experiments import REFERENCE, Setting
+from .experiments import REFERENCE, Setting, refuse_diverged
 
 __all__ = ["TASK", "load", "run", "run_one"]
 
@@ -91,6 +91,7 @@ def _reference(corpus: data.Corpus, setting: Setting, original: train.Trained,
     if saved is None:
         out = unlearn.run(REFERENCE, original, split, seed=seed,
                           **setting.hparams.get(REFERENCE, {}))
+        refuse_diverged(out)
         state = {k: v.detach().cpu() for k, v in out.model.state_dict().items()}
         saved = {"state_dict": state, "seconds": out.seconds}
         atomic_save(saved, path)

@@ -147,6 +147,14 @@ def _reference_path(setting: Setting, original: train.Trained, seed: int) -> Pat
     return cache_dir() / "models" / f"retrain-{name}.pt"
 
 
+def refuse_diverged(out: unlearn.Unlearned) -> None:
+    """A diverged Retrain is no reference: ``unlearn.run`` would hand back the *original*'s
+    weights (the last finite ones it has), a model trained on the forget set. Never cache that."""
+    if out.diverged:
+        raise RuntimeError("Retrain diverged (non-finite loss or weights), so there is no exact "
+                           "reference to cache; lower the recipe's learning rate")
+
+
 def reference(setting: Setting, seed: int) -> tuple[nn.Module, float]:
     """The Retrain model for (setting, seed) and its seconds: trained once, then cached.
 
@@ -166,6 +174,7 @@ def reference(setting: Setting, seed: int) -> tuple[nn.Module, float]:
     model = train.fresh_model(setting.recipe, corpus.n_classes, corpus.device, seed)
     if saved is None:
         out = unlearn.run(REFERENCE, original, split, seed=seed, **hp)
+        refuse_diverged(out)
         state = {k: v.detach().cpu() for k, v in out.model.state_dict().items()}
         steps = setting.recipe.epochs * len(split.batches("retain", setting.recipe.batch_size))
         saved = {"state_dict": state, "seconds": out.seconds, "steps": steps}

@@ -242,3 +242,19 @@ def test_pool_workers_end_with_their_parent(tmp_path, when):
     for pid in left:  # do not leave them behind when the check fails
         os.kill(pid, signal.SIGKILL)
     assert pids and not left, f"pool workers {left} outlived their parent"
+
+
+def test_a_diverged_retrain_is_refused_not_cached(tmp_path, monkeypatch):
+    """unlearn.run hands back the original's weights when a method diverges before any finite
+    epoch; for Retrain that would make the model trained on the forget set the reference."""
+    monkeypatch.setenv("SPEECHUL_CACHE", str(tmp_path))
+    setting = dataclasses.replace(SETTING, seeds=(0,))
+    original, _ = experiments._load(setting, 0)
+
+    def diverging(method, trained, split, **kwargs):
+        return experiments.unlearn.Unlearned(trained.model, method, {}, 0.1, diverged=True)
+
+    monkeypatch.setattr(experiments.unlearn, "run", diverging)
+    with pytest.raises(RuntimeError, match="Retrain diverged"):
+        experiments.reference(setting, 0)
+    assert not experiments._reference_path(setting, original, 0).exists()
