@@ -17,6 +17,9 @@ def test_rank_auc_matches_sklearn():
     tags = rng.permutation(np.r_[np.ones(20, bool), np.zeros(30, bool)])
     ours = forget_me._auc_rows(scores, tags[None])[0]
     assert ours == pytest.approx(roc_auc_score(tags, scores))
+    tied = np.round(scores)  # many ties, as exact-zero losses of training clips give
+    assert forget_me._auc_rows(tied, tags[None])[0] == pytest.approx(roc_auc_score(tags, tied))
+    assert forget_me._auc_rows(np.zeros(50), tags[None])[0] == pytest.approx(0.5)
 
 
 def test_trained_on_speakers_are_found(tiny_corpus, tiny_original):
@@ -25,6 +28,19 @@ def test_trained_on_speakers_are_found(tiny_corpus, tiny_original):
     aucs = np.array([t.auc for t in tests.values()])
     assert aucs.mean() > 0.6, aucs  # every speaker was trained on: deleted clips fit better
     assert all(0 < t.p_value <= 1 for t in tests.values())
+
+
+def test_choosing_the_most_exposed_speaker_is_paid_for(tiny_corpus, tiny_original):
+    """max-T: the chosen speaker is the one with the largest AUC, and its p-value compares that
+    AUC with the largest shuffled AUC over all speakers, so it is never smaller than the plain
+    test's, and the 95 % point of the maximum lies above any single speaker's."""
+    model = tiny_original.model
+    plain = forget_me.membership_by_speaker(model, tiny_corpus, n_permutations=400, seed=1)
+    person, chosen = forget_me.most_exposed(model, tiny_corpus, n_permutations=400, seed=1)
+    assert person == max(plain, key=lambda name: plain[name].auc)
+    assert chosen.auc == pytest.approx(plain[person].auc)
+    assert chosen.p_value >= plain[person].p_value
+    assert chosen.null_high > np.median([t.null_high for t in plain.values()])
 
 
 def test_a_speaker_never_trained_on_is_not_flagged(tiny_corpus):
