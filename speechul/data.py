@@ -23,7 +23,8 @@ from . import features as feats
 from . import synth
 from ._runtime import default_device, fingerprint
 
-__all__ = ["PARTS", "Source", "Corpus", "Batches", "Split", "LOADERS", "load", "forget_split"]
+__all__ = ["PARTS", "Source", "Corpus", "Batches", "Split", "LOADERS", "load", "forget_split",
+           "as_indices"]
 
 PARTS = ("train", "val", "test")
 KINDS = ("sample", "class", "speaker")
@@ -302,12 +303,28 @@ def _lookup(wanted: Sequence[str | int], names: tuple[str, ...], what: str) -> l
     return out
 
 
+def as_indices(indices: Sequence[int] | torch.Tensor, what: str = "forget request") -> torch.Tensor:
+    """Corpus positions as a sorted, unique int64 CPU tensor (duplicates count once).
+
+    A boolean mask (it would read as the positions 0 and 1), float values (silently truncated)
+    and an empty request are refused with a message that says so.
+    """
+    wanted = torch.as_tensor(indices).flatten().cpu()
+    if len(wanted) == 0:  # checked first: an empty list reads as float32
+        raise ValueError(f"{what} is empty: give at least one corpus index")
+    if wanted.dtype == torch.bool:
+        raise ValueError(f"{what}: got a boolean mask; pass positions, e.g. mask.nonzero()[:, 0]")
+    if wanted.is_floating_point() or wanted.is_complex():
+        raise ValueError(f"{what}: indices must be integer corpus positions, got {wanted.dtype}")
+    return wanted.long().unique()
+
+
 def _sample_forget(corpus: Corpus, train: torch.Tensor, fraction: float | None,
                    indices: Sequence[int] | torch.Tensor | None, seed: int) -> torch.Tensor:
     if (fraction is None) == (indices is None):
         raise ValueError("a 'sample' forget set needs exactly one of fraction= or indices=")
     if indices is not None:
-        forget = torch.as_tensor(indices, dtype=torch.long).flatten().to(train.device).unique()
+        forget = as_indices(indices).to(train.device)
         outside = forget[~torch.isin(forget, train)]
         if len(outside):
             raise ValueError(f"forget indices not in the training set: {outside[:10].tolist()}"
@@ -338,7 +355,7 @@ def forget_split(corpus: Corpus, kind: str = "sample", *, fraction: float | None
     train, val, test = (corpus.indices(p) for p in PARTS)
     if kind == "sample":
         forget = _sample_forget(corpus, train, fraction, indices, seed)
-        return Split(corpus, kind, forget, train[~torch.isin(train, forget)], val, test)
+        return _checked(Split(corpus, kind, forget, train[~torch.isin(train, forget)], val, test))
     task, wanted = ("speaker", speakers) if kind == "speaker" else (corpus.task, classes)
     if wanted is None:
         needs = "speakers" if kind == "speaker" else "classes"
@@ -350,7 +367,16 @@ def forget_split(corpus: Corpus, kind: str = "sample", *, fraction: float | None
     forget = pick(train, True)
     if len(forget) == 0:
         raise ValueError(f"the forget set is empty: no training clips of {list(wanted)}")
-    return Split(corpus, kind, forget, pick(train, False), val, test,
-                 targets=tuple(names[i] for i in ids.tolist()),
-                 forgotten_test=pick(test, True), kept_test=pick(test, False),
-                 forgotten_val=pick(val, True), kept_val=pick(val, False))
+    return _checked(Split(corpus, kind, forget, pick(train, False), val, test,
+                          targets=tuple(names[i] for i in ids.tolist()),
+                          forgotten_test=pick(test, True), kept_test=pick(test, False),
+                          forgotten_val=pick(val, True), kept_val=pick(val, False)))
+
+
+def _checked(split: Split) -> Split:
+    """Refuse a request that leaves nothing to train on (Retrain would return an untrained
+    network, and every method would "succeed" against it)."""
+    if len(split.retain) == 0:
+        raise ValueError(f"the retain set is empty: this {split.kind!r} request forgets every "
+                         "training clip")
+    return split

@@ -27,7 +27,7 @@ from torch import nn
 
 from . import train
 from ._runtime import Timer, fingerprint, progress
-from .data import Batches, Corpus
+from .data import Batches, Corpus, as_indices
 
 __all__ = ["Sharded", "fit", "forget", "train_shard", "stage_epochs", "sisa", "as_trained"]
 
@@ -201,12 +201,7 @@ def fit(corpus: Corpus, recipe: train.TrainConfig = train.TrainConfig(), shards:
 
 def _requested(sharded: Sharded, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
     """The deletion request as unique CPU indices, each of a clip the ensemble is trained on."""
-    wanted = torch.as_tensor(indices).flatten().cpu()
-    if len(wanted) == 0:
-        raise ValueError("empty deletion request: give at least one corpus index")
-    if wanted.is_floating_point() or wanted.dtype == torch.bool:
-        raise ValueError(f"indices must be integer corpus positions, got dtype {wanted.dtype}")
-    wanted = wanted.long().unique()
+    wanted = as_indices(indices, "deletion request")
     absent = wanted[~torch.isin(wanted, sharded.train_indices)]
     if len(absent):
         raise ValueError(f"clips {absent[:10].tolist()}{' ...' if len(absent) > 10 else ''} are "

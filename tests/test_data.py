@@ -84,6 +84,10 @@ def test_batches_cover_subset_once_per_pass(tiny_corpus):
     (dict(kind="class"), "needs classes="),
     (dict(kind="speaker", speakers=["nobody"]), "unknown speaker 'nobody'"),
     (dict(kind="everything"), "unknown forget kind"),
+    (dict(kind="sample", indices=[]), "forget request is empty"),
+    (dict(kind="sample", indices=[0.9, 2.7]), "integer corpus positions"),
+    (dict(kind="sample", indices=torch.tensor([True, True, False])), "boolean mask"),
+    (dict(kind="class", classes=list(range(10))), "retain set is empty"),
 ])
 def test_bad_requests_name_the_problem(tiny_corpus, kwargs, message):
     with pytest.raises(ValueError, match=message):
