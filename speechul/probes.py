@@ -44,6 +44,13 @@ class ProbeResult:
     n_test: int
 
 
+def _array(values: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A tensor on any device (labels on the GPU, say) or an array -> a NumPy array."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
 def linear_probe(train_emb: torch.Tensor | np.ndarray, train_labels: torch.Tensor | np.ndarray,
                  test_emb: torch.Tensor | np.ndarray, test_labels: torch.Tensor | np.ndarray,
                  seed: int = 0) -> ProbeResult:
@@ -52,8 +59,8 @@ def linear_probe(train_emb: torch.Tensor | np.ndarray, train_labels: torch.Tenso
     Args:
         train_emb, test_emb: (N, D) embeddings; train_labels, test_labels: (N,) integer labels.
     """
-    xs = [np.asarray(a, dtype=np.float32) for a in (train_emb, test_emb)]
-    ys = [np.asarray(a) for a in (train_labels, test_labels)]
+    xs = [_array(a).astype(np.float32) for a in (train_emb, test_emb)]
+    ys = [_array(a) for a in (train_labels, test_labels)]
     if len(np.unique(ys[0])) < 2:
         raise ValueError("a probe needs at least two classes in its training labels")
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
