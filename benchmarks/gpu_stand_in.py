@@ -4,9 +4,9 @@ Speech Commands v0.01 (SUPERB KS) has ~65k one-second clips in 12 classes. This 
 synthetic stand-in of that shape directly on the device: each class gets a fixed random log-mel
 "template" (a smooth (40, 101) pattern) and every clip is its class template plus noise, so the
 model has something learnable and the accuracy after training is a sanity check, not a result.
-It then trains speechul's keyword model on it with ``su.train.fit`` over ``Batches`` (bf16/fp16
-autocast on CUDA, as everywhere in speechul) and records seconds per epoch, samples/s and peak
-GPU memory (``torch.cuda.max_memory_allocated``).
+It then trains speechul's keyword model on it with ``su.train.fit`` over ``Batches`` (bf16
+autocast on GPUs with native bf16, else fp32, as everywhere in speechul: ``train.precision``) and
+records seconds per epoch, samples/s and peak GPU memory (``torch.cuda.max_memory_allocated``).
 
 Usage::
 
@@ -101,7 +101,7 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: in
 def _amp(device: torch.device) -> str:
     if device.type != "cuda":
         return "off (CPU: float32)"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return su.train.precision(device)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -212,10 +212,20 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def precision(device: torch.device) -> str:
-    """The arithmetic that training runs in on ``device``: ``"bf16"``, ``"fp16"`` or ``"fp32"``.
+def _native_cuda_bf16() -> bool:
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch before the flag: it reported native support only
+        return torch.cuda.is_bf16_supported()
 
-    CUDA: bf16 where supported, else fp16. CPU: fp32, the book's numbers; ``SPEECHUL_CPU_BF16=1``
+
+def precision(device: torch.device) -> str:
+    """The arithmetic that training runs in on ``device``: ``"bf16"`` or ``"fp32"``.
+
+    CUDA: bf16 autocast where the GPU computes bf16 natively (Ampere and newer), else fp32: a
+    T4 or V100 (Colab's free GPU is a T4) would only emulate bf16, slowly, and fp16 would need
+    loss scaling, whose skipped steps the divergence guard of ``train.one_epoch`` would take for
+    a diverged run. CPU: fp32, the book's numbers; ``SPEECHUL_CPU_BF16=1``
     opts in to bf16 autocast, which pays on CPUs with AMX units (oneDNN's bf16 convolutions:
     training epochs of the default model 1.4-1.6x faster here, 2,600-3,000 vs 1,900 clips/s on
     2 cores) and is emulated, slower, elsewhere. Results then differ from fp32 ones like those of
@@ -223,7 +233,7 @@ def precision(device: torch.device) -> str:
     trained in one precision is never passed off as one of another. Evaluation is always fp32.
     """
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if _native_cuda_bf16() else "fp32"
     chosen = os.environ.get("SPEECHUL_CPU_BF16", "0") or "0"
     if chosen not in ("0", "1"):
         raise ValueError(f"SPEECHUL_CPU_BF16 must be 0 or 1, got {chosen!r}")
@@ -235,8 +245,7 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     chosen = precision(device)
     if chosen == "fp32":
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if chosen == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def progress(iterable: Any = None, **kwargs: Any) -> Iterator:

@@ -114,6 +114,18 @@ def test_cpu_bf16_is_opt_in_and_keyed(tiny_corpus, tmp_path, monkeypatch):
         train.precision(cpu)
 
 
+def test_cuda_trains_in_bf16_only_where_the_gpu_has_it(monkeypatch):
+    """A T4 or V100 reports bf16 "supported" by emulation: those train in fp32, not slow bf16."""
+    def emulated(including_emulation=True):
+        return including_emulation  # supported only by emulation
+
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", emulated)
+    assert train.precision(cuda) == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert train.precision(cuda) == "bf16"
+
+
 _FAULTS = """
 import resource, statistics
 import torch

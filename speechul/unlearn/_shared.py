@@ -137,7 +137,7 @@ def _gradient_sums(model: nn.Module, stream: Batches, square: bool,
                    desc: str) -> dict[str, torch.Tensor]:
     """Per-parameter sum over mini-batches of the CE gradient (or its square), in eval mode.
 
-    In full precision even where training uses bf16/fp16: these gradients are measurements
+    In full precision even where training uses bf16: these gradients are measurements
     (ranked by SalUn, squared by SSD), and bf16's 8-bit mantissa would tie and blur them.
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
