@@ -174,8 +174,8 @@ def _grid(args: argparse.Namespace, top: argparse.ArgumentParser) -> int:
         table = experiments.run_many(settings, results=args.out / "results.jsonl",
                                      ray_address=args.ray, processes=args.processes,
                                      threads=args.threads)
-    except ValueError as err:  # e.g. an unknown class or speaker, found when the corpus loads
-        top.error(str(err))
+    except (ValueError, FileNotFoundError) as err:  # an unknown class or speaker, found when
+        top.error(str(err))                           # the corpus loads; a real corpus missing
     table.to_csv(args.out / "results.csv", index=False)
     summary = experiments.summary(table)
     summary.to_csv(args.out / "summary.csv", index=False)

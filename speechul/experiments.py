@@ -17,7 +17,7 @@ import functools
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,9 @@ class Setting:
             raise ValueError(f"unknown method(s) {unknown}; known: {sorted(known)}")
         if not self.seeds:
             raise ValueError("give at least one seed")
+        if self.kind == "sample" and not (self.fraction is None or 0 < self.fraction < 1):
+            raise ValueError(f"fraction must be in (0, 1), got {self.fraction}")
+        _check_device(self.device)
         if not isinstance(self.hparams, Mapping):
             raise ValueError(f"hparams must map method names to overrides, got {self.hparams!r}")
         for method, overrides in self.hparams.items():
@@ -122,18 +125,32 @@ class Setting:
                 "kind": self.kind, "forget": what, "setting": self.key}
 
 
+def _check_device(device: str | None) -> None:
+    """A device name torch knows, and a GPU that is there: found before anything trains."""
+    try:
+        chosen = default_device(device)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {device!r}: {err}") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU here")
+
+
+def _options(setting: Setting) -> str:
+    """``data_options`` as one hashable value: options may hold lists (``words=["yes", "no"]``)."""
+    return json.dumps(dict(setting.data_options), sort_keys=True, default=str)
+
+
 @functools.lru_cache(maxsize=4)
-def _corpus(dataset: str, task: str, device: str | None, size: str,
-            options: tuple[tuple[str, Any], ...]) -> data.Corpus:
+def _corpus(dataset: str, task: str, device: str | None, size: str, options: str) -> data.Corpus:
     # Every loader takes ``size``: the embedded corpus's sizes, and for a real corpus the same
     # names as a per-class cap (``data.REAL_SIZES``), so a setting's corpus is a chapter's.
-    return data.load(dataset, task=task, device=device, size=size, **dict(options))
+    return data.load(dataset, task=task, device=device, size=size, **json.loads(options))
 
 
 def _load(setting: Setting, seed: int) -> tuple[train.Trained, data.Split]:
     """The original model and the forget request for one seed (both from caches when present)."""
     corpus = _corpus(setting.dataset, setting.task, setting.device, setting.size,
-                     tuple(sorted(setting.data_options.items())))
+                     _options(setting))
     original_seed = seed if setting.vary_original else setting.original_seed
     original = train.original(corpus, setting.recipe, seed=original_seed)
     split = data.forget_split(corpus, setting.kind, fraction=setting.fraction,
@@ -315,7 +332,7 @@ def _cache_original(setting: Setting, seed: int) -> None:
 def _original_key(setting: Setting, seed: int) -> tuple:
     """What identifies the original model a run of (setting, seed) starts from."""
     return (setting.dataset, setting.task, setting.size, setting.device, setting.recipe,
-            tuple(sorted(setting.data_options.items())),
+            _options(setting),
             seed if setting.vary_original else setting.original_seed)
 
 
@@ -347,6 +364,20 @@ def run(setting: Setting, *, results: str | os.PathLike | None = None,
                     threads=threads)
 
 
+def _plan(settings: list[Setting]) -> dict[str, tuple[Setting, tuple[str, ...]]]:
+    """Request key -> (setting, methods with Retrain first). The same request given twice with
+    other methods or seeds runs the union of both, instead of silently keeping the first."""
+    plan: dict[str, tuple[Setting, tuple[str, ...]]] = {}
+    for s in settings:
+        methods = (REFERENCE, *[m for m in s.methods if m != REFERENCE])
+        if s.key in plan:
+            first, known = plan[s.key]
+            s = replace(first, seeds=tuple(dict.fromkeys((*first.seeds, *s.seeds))))
+            methods = tuple(dict.fromkeys((*known, *methods)))
+        plan[s.key] = (s, methods)
+    return plan
+
+
 def run_many(settings: Iterable[Setting], *, results: str | os.PathLike | None = None,
              ray_address: str | None = None, processes: int = 1,
              threads: int | None = None) -> pd.DataFrame:
@@ -359,7 +390,7 @@ def run_many(settings: Iterable[Setting], *, results: str | os.PathLike | None =
         raise ValueError("give at least one setting")
     path = None if results is None else Path(results)
     done = _read(path)
-    plan = {s.key: (s, (REFERENCE, *[m for m in s.methods if m != REFERENCE])) for s in settings}
+    plan = _plan(settings)
     todo = [(s, m, seed) for s, methods in plan.values() for seed in s.seeds for m in methods
             if (s.key, m, seed) not in done]
     if processes < 1:

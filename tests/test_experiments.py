@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from speechul import cli, experiments, train
+from speechul import cli, data, experiments, train
 from speechul._runtime import Timer
 
 RECIPE = train.TrainConfig(epochs=3)  # what `--epochs 3` on the command line builds
@@ -91,6 +91,9 @@ def test_cli_reproduces_the_table(table, tmp_path, capsys):
     (["grid", "--size", "tiny", "--kind", "class", "--classes", "maybe", "--epochs", "1",
       "--methods", "finetune"], "unknown keyword 'maybe'"),
     (["launch"], "invalid choice"),
+    (["grid", "--device", "bogus"], "unknown device 'bogus'"),
+    (["grid", "--fraction", "1.5"], "fraction must be in (0, 1)"),
+    (["grid", "--hparams", '{"finetune": {"epochs": 1.5}}'], "epochs must be a whole number"),
 ])
 def test_bad_arguments_are_usage_errors(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -258,3 +261,44 @@ def test_a_diverged_retrain_is_refused_not_cached(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="Retrain diverged"):
         experiments.reference(setting, 0)
     assert not experiments._reference_path(setting, original, 0).exists()
+
+
+def test_list_valued_data_options_reach_the_loader(monkeypatch):
+    """Options such as Speech Commands' ``words=["yes", "no"]`` are lists: the corpus cache and
+    the scheduler key on them, so they must hash (a tuple of items did not)."""
+    seen = {}
+
+    def listed(size="default", cache=None, words=("yes",)):
+        seen["words"] = words
+        return data.LOADERS["embedded"](size, cache=cache)
+
+    monkeypatch.setitem(data.LOADERS, "listed", listed)
+    setting = dataclasses.replace(SETTING, dataset="listed", seeds=(0,),
+                                  data_options={"words": ["yes", "no"]})
+    _, split = experiments._load(setting, 0)
+    assert seen["words"] == ["yes", "no"] and len(split.forget) > 0
+    assert hash(experiments._original_key(setting, 0))
+
+
+def test_a_missing_gpu_or_corpus_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    """Found before anything trains: --device cuda with no GPU; a real corpus not downloaded."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("SPEECHUL_DATA", str(tmp_path / "no-data"))
+    for argv, message in [(["--device", "cuda"], "sees no CUDA GPU"),
+                          (["--dataset", "speechcommands", "--size", "tiny"], "not found")]:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["grid", *argv, "--methods", "finetune", "--out", str(tmp_path)])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+def test_the_same_request_twice_runs_the_union_of_its_methods_and_seeds(table, monkeypatch):
+    """Two settings that differ only in methods or seeds name one request: both lists run
+    (here every run is already in the results file, so nothing trains)."""
+    _, path = table
+    monkeypatch.setattr(experiments, "run_one", lambda *a: pytest.fail("should resume"))
+    twice = [dataclasses.replace(SETTING, methods=("finetune",), seeds=(0,)),
+             dataclasses.replace(SETTING, methods=("gradient_ascent",), seeds=(1,))]
+    merged = experiments.run_many(twice, results=path)
+    assert sorted(set(zip(merged.method, merged.seed))) == [
+        (m, seed) for m in ("finetune", "gradient_ascent", "retrain") for seed in (0, 1)]

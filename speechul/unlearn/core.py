@@ -38,6 +38,7 @@ INJECTED = ("recipe", "seed", "n_classes")
 
 # Hyper-parameters that must be strictly positive whichever method declares them.
 _POSITIVE = ("lr", "epochs", "steps", "temperature")
+_COUNTS = ("epochs", "steps")  # loop counts: 1.5 epochs would fail deep inside range()
 
 @dataclass(frozen=True)
 class Unlearned:
@@ -122,6 +123,10 @@ def _bind(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
         value = bound.get(key)
         if value is not None and not (isinstance(value, (int, float)) and value > 0):
             raise ValueError(f"{name}: {key} must be positive, got {value!r}")
+    for key in _COUNTS:
+        value = bound.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{name}: {key} must be a whole number, got {value!r}")
     return bound
 
 
