@@ -51,7 +51,9 @@ class Setting:
     Args:
         task: ``"keyword"`` or ``"speaker"`` (what the model classifies).
         kind: ``"sample"``, ``"class"`` or ``"speaker"`` (see ``data.forget_split``).
-        fraction / classes / speakers: what to forget, by kind.
+        fraction / classes / speakers: what to forget, by kind (``fraction`` is only read by
+            the sample kind, and set to None for the others, so a class request made here and
+            the same one from the command line share one key and one cached Retrain).
         methods: method names from ``unlearn.METHODS``; Retrain always runs as the reference.
         seeds: each seed draws the forget set (sample kind), initialises Retrain and drives the
             methods' randomness. The original model is trained once with ``original_seed``
@@ -79,6 +81,8 @@ class Setting:
     device: str | None = None
 
     def __post_init__(self) -> None:
+        if self.kind != "sample":
+            object.__setattr__(self, "fraction", None)  # frozen: the one normalisation
         known = set(unlearn.METHODS)
         unknown = [m for m in (*self.methods, *self.hparams) if m not in known]
         if unknown:

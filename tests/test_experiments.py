@@ -300,5 +300,15 @@ def test_the_same_request_twice_runs_the_union_of_its_methods_and_seeds(table, m
     twice = [dataclasses.replace(SETTING, methods=("finetune",), seeds=(0,)),
              dataclasses.replace(SETTING, methods=("gradient_ascent",), seeds=(1,))]
     merged = experiments.run_many(twice, results=path)
-    assert sorted(set(zip(merged.method, merged.seed))) == [
+    assert sorted(set(zip(merged.method, merged.seed, strict=True))) == [
         (m, seed) for m in ("finetune", "gradient_ascent", "retrain") for seed in (0, 1)]
+
+
+def test_a_class_request_has_one_key_whatever_its_fraction():
+    """The command line passes fraction=None for class requests, the Python default is 0.1:
+    both must name the same request (one Retrain in the cache, one resumable row set)."""
+    api = experiments.Setting(kind="class", classes=("yes",), size="tiny")
+    shell = experiments.Setting(kind="class", classes=("yes",), size="tiny", fraction=None)
+    assert api.fraction is None and api.key == shell.key
+    assert api.reference_key == shell.reference_key
+    assert dataclasses.replace(SETTING, fraction=0.2).key != SETTING.key  # samples: it counts
