@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import jupytext
+import pandas as pd
 import pytest
 from scriptload import load_script
 
@@ -102,3 +103,48 @@ def test_audit_checks_conclusions_against_the_verdicts(tiny_corpus):
     assert not _failed(grader.check_audit(report))
     report["conclusions"] = {"twin": "forgotten", "far": "forgotten"}
     assert "far" in _failed(grader.check_audit(report))["conclusions"]
+
+
+def test_new_method_must_change_more_than_the_output_layer():
+    """Masking the keyword's logit (a huge negative bias) forgets, keeps and is cheap; the check
+    on parameters below the classifier is what fails it."""
+    rows = {m: {"forgotten_test_acc": 0.0, "kept_test_acc": 0.9}
+            for m in ("my_unlearning", "retrain", "original")}
+    report = {"method": "my_unlearning", "module": "__main__", "hparams": {"bias": -1e4},
+              "diverged": False, "changed_below_head": 0, "rows": rows,
+              "seconds": {"my_unlearning": 0.01, "retrain": 5.0}}
+    assert set(_failed(grader.check_new_method(report))) == {"below the head"}
+    report["changed_below_head"] = 12
+    assert not _failed(grader.check_new_method(report))
+
+
+@pytest.mark.book
+def test_audit_numbers_are_checked_on_the_saved_models(tmp_path):
+    """Made-up audit numbers (every method 'equal to Retrain') fail: the grader audits the saved
+    models itself; the numbers of the specified audit pass, and conclusions follow the grader's."""
+    import torch
+
+    import speechul as su
+
+    corpus = su.data.load("embedded", task="keyword", size=grader.GRADE_PARAMS["SIZE"])
+    original = su.train.original(corpus, su.train.TrainConfig(epochs=grader.GRADE_PARAMS["EPOCHS"]))
+    voice = corpus.names("speaker")[0]
+    split = su.data.forget_split(corpus, "speaker", speakers=[voice])
+    models = {"original": original.model}
+    for method in ("retrain", "finetune", "gradient_ascent"):
+        models[method] = su.unlearn.run(method, original, split, seed=0).model
+    path = tmp_path / "results.json.models.pt"
+    torch.save({m: model.state_dict() for m, model in models.items()}, path)
+    made_up = {"forget_acc": 0.5, "test_acc": 0.5, "mia_auc": 0.5, "relearn_acc": 0.5}
+    report = {"voice": voice, "kind": "speaker", "seed": 0,
+              "forget": grader._expected_forget(voice),
+              "rows": [{"method": m, **made_up} for m in models],
+              "conclusions": {"finetune": "forgotten", "gradient_ascent": "forgotten"}}
+    assert "audit" in _failed(grader.check_audit(report, path))
+    honest = {m: grader._audit(model, corpus, split, 0) for m, model in models.items()}
+    report["rows"] = [{"method": m, **row} for m, row in honest.items()]
+    table = su.audits.verdicts(pd.DataFrame(report["rows"]).query("method != 'original'"))
+    report["conclusions"] = {
+        m: "forgotten" if len(set(table.loc[m, "passed"].split("/"))) == 1 else "not forgotten"
+        for m in ("finetune", "gradient_ascent")}
+    assert not _failed(grader.check_audit(report, path))

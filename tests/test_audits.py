@@ -94,7 +94,7 @@ def test_relearning_curve_is_bounded_and_leaves_the_model_alone(tiny_original, t
     before = {k: v.clone() for k, v in tiny_original.model.state_dict().items()}
     curve = audits.relearn(tiny_original.model, tiny_corpus, split.forget, n_relearn=6, steps=4)
     assert list(curve["step"]) == [0, 1, 2, 3, 4]
-    assert curve[["heldout_acc", "relearn_acc"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert curve[["heldout_acc", "taught_acc"]].apply(lambda c: c.between(0, 1)).all().all()
     after = tiny_original.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     with pytest.raises(ValueError, match="n_relearn"):

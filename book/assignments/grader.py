@@ -7,7 +7,8 @@ The instructor runs, for each submission (a ``.ipynb``, or a jupytext ``.md``)::
 
 The submission is executed with papermill at a tiny corpus size (the grader injects ``SIZE``,
 ``EPOCHS`` and ``RESULTS``; < 2 min on 2 CPU cores), the executed notebook is kept in the work
-folder for reading, and the JSON file the notebook's last cell writes is checked. Every check
+folder for reading, and the JSON file the notebook's last cell writes is checked (for the
+audit, the grader also audits the models that cell saves, with its own code). Every check
 prints PASS or FAIL with the reason; the exit status is 0 only when all pass. Reference and
 deliberately wrong solutions live in ``book/assignments/solutions/`` and ``tests/test_assignments
 .py`` grades both in CI, so a grader that passes everything or nothing is caught.
@@ -83,6 +84,9 @@ def check_new_method(report: dict) -> list[Check]:
                f" {orig['kept_test_acc']:.3f})"),
         _check("cheaper", secs[name] < secs["retrain"],
                f"{secs[name]:.1f} s against Retrain's {secs['retrain']:.1f} s"),
+        _check("below the head", report["changed_below_head"] > 0,
+               "0 parameters changed below the classifier (head): editing only the output "
+               "layer hides the keyword, it does not remove it"),
     ]
 
 
@@ -98,18 +102,67 @@ def _expected_forget(voice: str) -> list[int]:
     return sorted(int(i) for i in split.forget.cpu())
 
 
+AUDIT_KEYS = ("forget_acc", "test_acc", "mia_auc", "relearn_acc")
+AUDIT_TOLERANCE = 0.07  # about one clip of the held-out relearning clips at the tiny size
+
+
+def _audit(model, corpus, split, seed: int) -> dict[str, float]:
+    """The audit the assignment specifies (YOUR CODE (2)), as the grader computes it."""
+    import speechul as su
+
+    row = su.evaluate(model, split, seed=seed)
+    n = min(16, len(split.forget) // 2)
+    curve = su.audits.relearn(model, corpus, split.forget, retain=split.retain, n_relearn=n,
+                              n_retain=n, seed=seed)
+    return {"forget_acc": row["forget_acc"], "test_acc": row["test_acc"],
+            "mia_auc": row["mia_auc"], "relearn_acc": float(curve.heldout_acc.iloc[1:].mean())}
+
+
+def _regraded_rows(report: dict, models_path: Path) -> dict[str, dict[str, float]]:
+    """The grader's own audit rows: its own original and Retrain, and the submission's saved
+    models for the methods, all on the grader's own forget request."""
+    import torch
+
+    import speechul as su
+
+    torch.set_num_threads(int(KERNEL_ENV["OMP_NUM_THREADS"]))  # the kernel's float sums
+    seed = report["seed"]
+    corpus = su.data.load("embedded", task="keyword", size=GRADE_PARAMS["SIZE"])
+    recipe = su.train.TrainConfig(epochs=GRADE_PARAMS["EPOCHS"])
+    original = su.train.original(corpus, recipe, seed=seed)
+    split = su.data.forget_split(corpus, "speaker", speakers=[report["voice"]])
+    models = {"original": original.model,
+              "retrain": su.unlearn.run("retrain", original, split, seed=seed).model}
+    saved = torch.load(models_path, map_location=corpus.device, weights_only=True)
+    for method in (r["method"] for r in report["rows"]):
+        if method not in models:
+            models[method] = su.train.fresh_model(recipe, corpus.n_classes, corpus.device, seed)
+            models[method].load_state_dict(saved[method])
+            models[method].eval()
+    return {m: _audit(model, corpus, split, seed) for m, model in models.items()}
+
+
 def _valid_rows(rows: list[dict]) -> str:
     """'' when every row has the four audit metrics in [0, 1], else what is wrong."""
     for row in rows:
-        for key in ("forget_acc", "test_acc", "mia_auc", "relearn_acc"):
+        for key in AUDIT_KEYS:
             value = row.get(key)
             if not isinstance(value, (int, float)) or math.isnan(value) or not 0 <= value <= 1:
                 return f"{row.get('method')}: {key} = {value!r}, need a number in [0, 1]"
     return ""
 
 
-def check_audit(report: dict) -> list[Check]:
-    """Assignment 2: the right request, a complete audit table, conclusions that follow it."""
+def _mismatches(rows: list[dict], regraded: dict[str, dict[str, float]]) -> list[str]:
+    """'method key: theirs vs ours' for every audit number further than the tolerance."""
+    return [f"{r['method']} {k}: {r[k]:.3f} vs {regraded[r['method']][k]:.3f}"
+            for r in rows for k in AUDIT_KEYS
+            if abs(r[k] - regraded[r["method"]][k]) > AUDIT_TOLERANCE]
+
+
+def check_audit(report: dict, models_path: Path | None = None) -> list[Check]:
+    """Assignment 2: the right request, a complete audit table, numbers the grader reproduces on
+    the same models (``models_path``, saved by the last cell), and conclusions that follow the
+    grader's audit. Without ``models_path`` the conclusions are checked against the table."""
     import pandas as pd
 
     import speechul as su
@@ -127,8 +180,14 @@ def check_audit(report: dict) -> list[Check]:
         _check("table", "retrain" in set(rows.get("method", [])) and len(methods) >= 2
                and not bad, bad or f"need rows for retrain and >= 2 methods, got {methods}"),
     ]
-    if not checks[-1][1]:
+    if not checks[-1][1] or not checks[0][1]:
         return checks
+    if models_path is not None:
+        regraded = _regraded_rows(report, models_path)
+        wrong = _mismatches(report["rows"], regraded)
+        checks.append(_check("audit", not wrong, f"numbers the grader's audit of the same models "
+                             f"does not reproduce (allowed {AUDIT_TOLERANCE}): {wrong}"))
+        rows = pd.DataFrame([{"method": m, **row} for m, row in regraded.items()])
     table = su.audits.verdicts(rows[rows.method != "original"])
     truth = {m: "forgotten" if len(set(table.loc[m, "passed"].split("/"))) == 1
              else "not forgotten" for m in methods}
@@ -139,8 +198,11 @@ def check_audit(report: dict) -> list[Check]:
     return checks
 
 
-ASSIGNMENTS: dict[str, Callable[[dict], list[Check]]] = {
-    "new_method": check_new_method, "audit": check_audit}
+# assignment -> check(report, path of the results file)
+ASSIGNMENTS: dict[str, Callable[[dict, Path], list[Check]]] = {
+    "new_method": lambda report, results: check_new_method(report),
+    "audit": lambda report, results: check_audit(report, Path(f"{results}.models.pt")),
+}
 
 
 def grade(assignment: str, submission: Path, workdir: Path) -> list[Check]:
@@ -155,8 +217,8 @@ def grade(assignment: str, submission: Path, workdir: Path) -> list[Check]:
         return [_check("runs", False, f"the notebook wrote no {results.name}: keep the last cell")]
     checks = [_check("runs", True, "")]
     try:
-        checks += ASSIGNMENTS[assignment](json.loads(results.read_text()))
-    except (KeyError, TypeError, ValueError) as err:
+        checks += ASSIGNMENTS[assignment](json.loads(results.read_text()), results)
+    except (KeyError, TypeError, ValueError, FileNotFoundError, RuntimeError) as err:
         checks.append(_check("results", False, f"the results file is incomplete: {err!r}"))
     return checks
 
