@@ -124,6 +124,14 @@ def test_bad_config_is_rejected(tiny_original, sample_split, hparams, error, mes
         unlearn.run("finetune", tiny_original, sample_split, **hparams)
 
 
+def test_a_model_of_another_task_is_refused(tiny_original, tiny_speaker_corpus):
+    """The keyword model (10 outputs) on a speaker split (8 speakers): refused, not trained on
+    the wrong labels."""
+    split = data.forget_split(tiny_speaker_corpus, "sample", fraction=0.1, seed=0)
+    with pytest.raises(ValueError, match="10 outputs but the split's corpus has 8 speaker"):
+        unlearn.run("finetune", tiny_original, split)
+
+
 def test_bad_batch_size_is_rejected(tiny_original, sample_split):
     with pytest.raises(ValueError, match="batch_size"):
         unlearn.run("finetune", tiny_original, sample_split, batch_size=0)

@@ -23,6 +23,7 @@ from torch import nn
 from .. import train
 from .._runtime import Timer, fingerprint, seed_everything
 from ..data import Batches, Split
+from ..metrics import predict
 from ._shared import SNAPSHOT, is_finite
 
 __all__ = ["METHODS", "register", "config", "defaults", "run", "Unlearned", "INJECTED"]
@@ -154,6 +155,16 @@ def _settle(name: str, out: nn.Module, passed: nn.Module, original: nn.Module,
     return out, True
 
 
+def _check_outputs(model: nn.Module, split: Split) -> None:
+    """A keyword model handed a speaker split (or any model and labels that disagree) would
+    train on the wrong labels without a word; one clip's logits say so before that."""
+    outputs = predict(model, split.corpus.x[split.forget[:1]]).shape[-1]
+    if outputs != split.corpus.n_classes:
+        raise ValueError(f"the model has {outputs} outputs but the split's corpus has "
+                         f"{split.corpus.n_classes} {split.corpus.task} classes: a model of "
+                         "another task or corpus?")
+
+
 def run(method: str, original: train.Trained, split: Split, *, seed: int = 0,
         batch_size: int | None = None, config: Any = None, **hparams: Any) -> Unlearned:
     """Unlearn ``split.forget`` from a copy of ``original.model`` with a registered method.
@@ -178,6 +189,7 @@ def run(method: str, original: train.Trained, split: Split, *, seed: int = 0,
     bound = _bind(method, hparams)
     batch_size = original.recipe.batch_size if batch_size is None else batch_size
     corpus = split.corpus
+    _check_outputs(original.model, split)
     forget, retain = (Batches(corpus.x, corpus.y, split.subset(name), batch_size,
                               seed=_stream_seed(seed, name)) for name in ("forget", "retain"))
     given = {"recipe": original.recipe, "seed": seed, "n_classes": corpus.n_classes}
