@@ -179,7 +179,8 @@ def _grid(args: argparse.Namespace, top: argparse.ArgumentParser) -> int:
     table.to_csv(args.out / "results.csv", index=False)
     summary = experiments.summary(table)
     summary.to_csv(args.out / "summary.csv", index=False)
-    plots.gap_vs_time(table).savefig(args.out / "figure.png", dpi=120, bbox_inches="tight")
+    figure = plots.gap_vs_time_by_request(table)  # one panel per task and fraction
+    figure.savefig(args.out / "figure.png", dpi=120, bbox_inches="tight")
     print(summary.to_string(index=False))
     print(f"\nwrote {args.out}/results.csv, summary.csv, figure.png")
     return 0

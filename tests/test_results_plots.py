@@ -86,3 +86,16 @@ def test_gap_vs_time_labels_of_nearby_methods_do_not_overlap():
     points = sorted(tuple(map(float, t.xy)) for t in fig.axes[0].texts)  # points stay put
     assert np.allclose(points, [(1.0 + 0.01 * i, 5.0 + 0.1 * i) for i in range(4)])
     plt.close(fig)
+
+
+def test_gap_vs_time_by_request_never_pools_requests(table):
+    """Two requests of one grid: two panels, each with its own points, titled by request."""
+    first = table.assign(setting="a", task="keyword", kind="sample", forget=0.1)
+    second = first.assign(setting="b", task="speaker", gap_mean=first.gap_mean * 3)
+    fig = results.gap_vs_time_by_request(pd.concat([first, second]))
+    assert [ax.get_title() for ax in fig.axes] == ["keyword / sample / 0.1",
+                                                   "speaker / sample / 0.1"]
+    scrub = [{t.get_text(): t.xy for t in ax.texts}["scrub"][1] for ax in fig.axes]
+    assert scrub == pytest.approx([5.0, 15.0])  # each panel's own mean gap, in points
+    plt.close(fig)
+    assert len(results.gap_vs_time_by_request(table).axes) == 1  # no setting column: one panel

@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-__all__ = ["metric_bars", "gap_vs_time"]
+__all__ = ["metric_bars", "gap_vs_time", "gap_vs_time_by_request"]
 
 _LABELS = {"forget_acc": "forget acc.", "retain_acc": "retain acc.", "test_acc": "test acc.",
            "val_acc": "val acc.", "mia_auc": "MIA AUC", "mia_efficacy": "MIA efficacy",
@@ -122,6 +122,23 @@ def gap_vs_time(table: Any, reference: str | None = "retrain", ax: Axes | None =
     top = float(np.nanmax(gap["mean"] + gap["std"])) if len(gap) else 1.0
     ax.set_ylim(0, 1.2 * top + 0.5)  # room for the labels above the highest point
     _spread(labels)
+    return fig
+
+
+def gap_vs_time_by_request(table: Any, reference: str | None = "retrain") -> Figure:
+    """:func:`gap_vs_time` in one panel per request of a grid (rows grouped by their ``setting``
+    key, titled by task, kind and what is forgotten), so a method's runs on different requests
+    are never averaged into one point: the figure ``python -m speechul grid`` writes."""
+    frame = pd.DataFrame(table)
+    if "setting" not in frame.columns:
+        return gap_vs_time(frame, reference)
+    requests = list(frame.groupby("setting", sort=False))
+    fig, axes = plt.subplots(1, len(requests), figsize=(6 * len(requests), 4), squeeze=False,
+                             layout="constrained")
+    for ax, (_, part) in zip(axes[0], requests, strict=True):
+        gap_vs_time(part, reference, ax=ax)
+        named = [str(part[c].iloc[0]) for c in ("task", "kind", "forget") if c in part]
+        ax.set_title(" / ".join(named), fontsize=10)
     return fig
 
 
