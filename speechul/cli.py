@@ -22,6 +22,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import torch
+
 from . import experiments, train, unlearn
 
 __all__ = ["main", "parser"]
@@ -169,6 +171,9 @@ def _grid(args: argparse.Namespace, top: argparse.ArgumentParser) -> int:
     from . import plots
 
     settings = _settings(args, top)
+    if args.ray is None and str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        top.error(f"argument --device: {args.device!r} asked for, but torch sees no CUDA GPU "
+                  "here (on a Ray cluster with GPUs, add --ray ADDRESS)")
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         table = experiments.run_many(settings, results=args.out / "results.jsonl",
