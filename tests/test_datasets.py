@@ -180,8 +180,10 @@ def test_an_experiment_setting_caps_a_real_corpus_like_a_chapter(
 
     monkeypatch.setitem(data.REAL_SIZES, "tiny", 2)  # the fixture has a few clips per class
     experiments._corpus.cache_clear()
-    options = (("cache", sc_cache), ("root", sc_root))
-    grid = experiments._corpus("speechcommands", "keyword", "cpu", "tiny", options)
+    setting = experiments.Setting(dataset="speechcommands", size="tiny", device="cpu",
+                                  data_options={"cache": sc_cache, "root": sc_root})
+    grid = experiments._corpus("speechcommands", "keyword", "cpu", "tiny",
+                               experiments._options(setting))
     experiments._corpus.cache_clear()
     chapter = data.load("speechcommands", task="keyword", device="cpu", size="tiny",
                         root=sc_root, cache=sc_cache)
