@@ -117,8 +117,9 @@ def run_one(corpus: data.Corpus, setting: Setting, method: str, seed: int) -> di
                                      seed + 10_000)
     row = metrics.evaluate(model, split, reference=ref_model, random_model=random_model)
     describe = {**setting.describe(), "dataset": corpus.name, "task": corpus.task}
-    return {**describe, "method": method, "seed": seed, **row, "seconds": seconds,
-            "retrain_seconds": ref_seconds, "time_fraction": seconds / ref_seconds,
+    return {**describe, "method": method, "overrides": setting.overrides(method), "seed": seed,
+            **row, "seconds": seconds, "retrain_seconds": ref_seconds,
+            "time_fraction": seconds / ref_seconds,
             "diverged": diverged, "hparams": json.dumps(hp, sort_keys=True, default=str)}
 
 

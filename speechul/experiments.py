@@ -17,7 +17,7 @@ import functools
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,9 @@ __all__ = ["Setting", "run", "run_many", "run_one", "reference", "summary", "GRO
 
 REFERENCE = "retrain"
 
-#: The columns that name one request and one method: a summary over seeds groups by them.
-GROUP = ("task", "kind", "forget", "method")
+#: The columns that name one request and one method variant: a summary over seeds groups by
+#: them (``setting`` tells apart recipes and data options; ``overrides``, tuned variants).
+GROUP = ("dataset", "size", "task", "kind", "forget", "setting", "method", "overrides")
 
 
 @dataclass(frozen=True)
@@ -105,21 +106,25 @@ class Setting:
 
     @property
     def key(self) -> str:
-        """Identifies the request, recipe and training precision (not the methods or seeds tried
-        on it): a results file written in fp32 is not resumed by a bf16 run."""
-        fields = asdict(self)
-        for name in ("methods", "seeds", "device"):
-            fields.pop(name)
-        return fingerprint(fields, precision(default_device(self.device)))
+        """Identifies the request, recipe, Retrain's overrides and training precision (not the
+        methods tried on it, their overrides, or the seeds): a results file written in fp32 is
+        not resumed by a bf16 run. A row is identified by this key, its method, the method's
+        :meth:`overrides` and its seed, so tuning one method re-runs that method alone."""
+        return fingerprint(self.reference_key, precision(default_device(self.device)))
 
     @property
     def reference_key(self) -> str:
-        """Identifies Retrain's request and recipe: :attr:`key` without the other methods'
-        hyper-parameters, so that tuning a method never retrains the reference."""
+        """Identifies Retrain's request and recipe: no other method's hyper-parameters, so that
+        tuning a method never retrains the reference."""
         fields = asdict(self)
         for name in ("methods", "seeds", "device", "hparams"):
             fields.pop(name)
         return fingerprint(fields, dict(self.hparams.get(REFERENCE, {})))
+
+    def overrides(self, method: str) -> str:
+        """``method``'s hyper-parameter overrides in this setting, as sorted JSON (``"{}"``
+        for none): the results column that tells tuned variants of one method apart."""
+        return json.dumps(dict(self.hparams.get(method, {})), sort_keys=True, default=str)
 
     def describe(self) -> dict[str, Any]:
         """The columns every result row carries."""
@@ -262,18 +267,27 @@ def run_one(setting: Setting, method: str, seed: int) -> dict[str, Any]:
     # plus the one comparison that needs its outputs.
     row = metrics.evaluate(model, split, reference=ref_row, random_model=random_model)
     row["js_to_reference"] = metrics.js_divergence(model, ref_model, split.corpus, split.forget)
-    return {**setting.describe(), "method": method, "seed": seed, **row,
+    return {**setting.describe(), "method": method, "overrides": setting.overrides(method),
+            "seed": seed, **row,
             "seconds": seconds, "retrain_seconds": ref_seconds,
             "time_fraction": seconds / ref_seconds, "diverged": diverged,
             "hparams": json.dumps(hp, sort_keys=True, default=str)}
 
 
-def _read(results: Path | None) -> dict[tuple[str, str, int], dict]:
-    """Finished rows of a results file, keyed by (setting, method, seed)."""
+RunId = tuple[str, str, str, int]  # (setting key, method, its overrides, seed)
+
+
+def _run_id(setting: Setting, method: str, seed: int) -> RunId:
+    return (setting.key, method, setting.overrides(method), seed)
+
+
+def _read(results: Path | None) -> dict[RunId, dict]:
+    """Finished rows of a results file, keyed by :func:`_run_id`."""
     if results is None or not results.exists():
         return {}
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
-    return {(r["setting"], r["method"], int(r["seed"])): r for r in rows}
+    return {(r["setting"], r["method"], r.get("overrides", "{}"), int(r["seed"])): r
+            for r in rows}
 
 
 def _append(results: Path | None, row: dict) -> None:
@@ -367,18 +381,19 @@ def run(setting: Setting, *, results: str | os.PathLike | None = None,
                     threads=threads)
 
 
-def _plan(settings: list[Setting]) -> dict[str, tuple[Setting, tuple[str, ...]]]:
-    """Request key -> (setting, methods with Retrain first). The same request given twice with
-    other methods or seeds runs the union of both, instead of silently keeping the first."""
-    plan: dict[str, tuple[Setting, tuple[str, ...]]] = {}
+def _plan(settings: list[Setting]) -> Todo:
+    """Every (setting, method, seed) to report, Retrain first in each request. The same request
+    given twice with other methods or seeds runs every method on the union of both seeds,
+    instead of silently keeping the first; a method tuned differently in two settings of one
+    request runs as two variants (their ``overrides`` differ), each once."""
+    requests: dict[str, tuple[list[int], dict[tuple[str, str], Setting]]] = {}
     for s in settings:
-        methods = (REFERENCE, *[m for m in s.methods if m != REFERENCE])
-        if s.key in plan:
-            first, known = plan[s.key]
-            s = replace(first, seeds=tuple(dict.fromkeys((*first.seeds, *s.seeds))))
-            methods = tuple(dict.fromkeys((*known, *methods)))
-        plan[s.key] = (s, methods)
-    return plan
+        seeds, variants = requests.setdefault(s.key, ([], {}))
+        seeds.extend(seed for seed in s.seeds if seed not in seeds)
+        for method in (REFERENCE, *s.methods):
+            variants.setdefault((method, s.overrides(method)), s)
+    return [(s, method, seed) for seeds, variants in requests.values()
+            for (method, _), s in variants.items() for seed in seeds]
 
 
 def run_many(settings: Iterable[Setting], *, results: str | os.PathLike | None = None,
@@ -393,9 +408,8 @@ def run_many(settings: Iterable[Setting], *, results: str | os.PathLike | None =
         raise ValueError("give at least one setting")
     path = None if results is None else Path(results)
     done = _read(path)
-    plan = _plan(settings)
-    todo = [(s, m, seed) for s, methods in plan.values() for seed in s.seeds for m in methods
-            if (s.key, m, seed) not in done]
+    planned = _plan(settings)
+    todo = [run for run in planned if _run_id(*run) not in done]
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
     threads = threads or max(1, torch.get_num_threads() // processes)
@@ -407,10 +421,9 @@ def run_many(settings: Iterable[Setting], *, results: str | os.PathLike | None =
         rows = (run_one(*run) for run in todo)
     with runners.threads(threads):
         for row in progress(rows, total=len(todo), desc="grid"):
-            done[(row["setting"], row["method"], int(row["seed"]))] = row
+            done[(row["setting"], row["method"], row["overrides"], int(row["seed"]))] = row
             _append(path, row)
-    return pd.DataFrame([done[(s.key, m, seed)] for s, methods in plan.values()
-                         for m in methods for seed in s.seeds])
+    return pd.DataFrame([done[_run_id(*run)] for run in planned])
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:

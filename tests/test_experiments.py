@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
-from speechul import cli, data, experiments, train
+from speechul import cli, data, experiments, plots, train
 from speechul._runtime import Timer
 
 RECIPE = train.TrainConfig(epochs=3)  # what `--epochs 3` on the command line builds
@@ -102,21 +103,34 @@ def test_bad_arguments_are_usage_errors(argv, message, tmp_path, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_tuning_a_method_reuses_the_reference(table, monkeypatch):
-    """Another method's hyper-parameters change the rows' key, not Retrain's: no retraining."""
+def test_tuning_a_method_reruns_that_method_alone(table, tmp_path, monkeypatch):
+    """Another method's hyper-parameters change neither the request's key nor Retrain's: a
+    tuned variant resumes every other run and trains only itself; both variants then stand
+    side by side in the table, the summary and the figure, never averaged together."""
+    frame, path = table
+    results = tmp_path / "results.jsonl"
+    shutil.copy(path, results)
     tuned = dataclasses.replace(SETTING, hparams={"finetune": {"epochs": 1}}, seeds=(0,))
-    assert tuned.key != SETTING.key and tuned.reference_key == SETTING.reference_key
+    assert tuned.key == SETTING.key and tuned.reference_key == SETTING.reference_key
     calls = []
     real = experiments.unlearn.run
     monkeypatch.setattr(experiments.unlearn, "run", lambda m, *a, **k: calls.append(m)
                         or real(m, *a, **k))
-    rows = experiments.run(tuned)
-    assert "retrain" not in calls and calls == ["finetune", "gradient_ascent"]
-    frame, _ = table
+    rows = experiments.run(tuned, results=results)
+    assert calls == ["finetune"]
     before = frame[(frame.method == "retrain") & (frame.seed == 0)][METRICS].reset_index(drop=True)
     after = rows[rows.method == "retrain"][METRICS].reset_index(drop=True)
     pd.testing.assert_frame_equal(after, before)
-    assert json.loads(rows[rows.method == "finetune"].hparams.iloc[0])["epochs"] == 1
+    finetune = rows[rows.method == "finetune"].iloc[0]
+    assert finetune.overrides == '{"epochs": 1}' and json.loads(finetune.hparams)["epochs"] == 1
+
+    both = experiments.run_many([SETTING, tuned], results=results)  # the union: seed 1 too
+    assert calls == ["finetune", "finetune"]
+    assert sorted(both[both.method == "finetune"].overrides) == ['{"epochs": 1}'] * 2 + ["{}"] * 2
+    counts = experiments.summary(both).query("method == 'finetune' and metric == 'gap_mean'")
+    assert sorted(counts.overrides) == ['{"epochs": 1}', "{}"] and (counts.n == 2).all()
+    labels = list(plots.results._stats(both, "gap_mean").index)
+    assert labels == ["retrain", "finetune", "gradient_ascent", 'finetune {"epochs": 1}']
 
 
 def test_hyper_parameters_are_checked_before_anything_runs():

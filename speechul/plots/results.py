@@ -24,9 +24,25 @@ _LABELS = {"forget_acc": "forget acc.", "retain_acc": "retain acc.", "test_acc":
            "gap_mean": "mean gap to Retrain", "zrf": "ZRF", "seconds": "seconds"}
 
 
+def _variants(frame: pd.DataFrame) -> pd.DataFrame:
+    """A method run with several sets of hyper-parameter overrides (an experiments table's
+    ``overrides`` column, e.g. a learning-rate sweep) becomes one labelled entry per variant,
+    ``scrub {"lr": 0.001}``, instead of one point averaged over all of them."""
+    if "overrides" not in frame.columns or "method" not in frame.columns:
+        return frame
+    tuned = frame.groupby("method", sort=False)["overrides"].transform("nunique") > 1
+    tuned &= frame["overrides"] != "{}"
+    if not tuned.any():
+        return frame
+    frame = frame.copy()
+    frame.loc[tuned, "method"] = frame["method"][tuned] + " " + frame["overrides"][tuned]
+    return frame
+
+
 def _stats(table: Any, metric: str) -> pd.DataFrame:
-    """Mean and std of ``metric`` per method, in table order (std 0 for a single seed)."""
-    frame = pd.DataFrame(table)
+    """Mean and std of ``metric`` per method (or tuned variant, :func:`_variants`), in table
+    order (std 0 for a single seed)."""
+    frame = _variants(pd.DataFrame(table))
     for column in ("method", metric):
         if column not in frame.columns:
             raise ValueError(f"the results table has no column {column!r}; "
