@@ -235,11 +235,16 @@ if __name__ == "__main__":
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs and is one of our pool's workers (a zombie has exited; a reused
+    pid belongs to some other program, never to be killed by this test)."""
     try:
-        state = Path(f"/proc/{pid}/status").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return "\\nState:\\tZ" not in state  # a zombie has exited
+    state = next((line.split()[1] for line in status.splitlines() if line.startswith("State:")),
+                 "X")
+    return state not in ("Z", "X") and b"multiprocessing" in command
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc (Linux)")
