@@ -34,9 +34,18 @@ test: $(STAMP) $(VENDORED) $(CHROMIUM)
 	$(BIN)/ruff check speechul tests scripts benchmarks book/assignments/grader.py
 	$(BIN)/python -m pytest -ra
 
+# jupyter-book's execution cache keys a chapter on its code cells only: when the package or the
+# pinned versions change, drop the cache so every chapter (and its check cell) runs again.
+SOURCES_SUM = cat pyproject.toml constraints.txt $$(find speechul -name '*.py' | sort) | sha256sum
+BUILT_WITH := _build/.speechul-sources
+
 book: $(STAMP) $(VENDORED)
 	$(BIN)/python scripts/notebooks.py --check
+	@if [ "$$($(SOURCES_SUM))" != "$$(cat $(BUILT_WITH) 2>/dev/null)" ] && [ -d _build/.jupyter_cache ]; then \
+		echo "speechul or its pinned versions changed since the last build: every chapter runs again"; \
+		rm -rf _build/.jupyter_cache; fi
 	SPEECHUL_QUIET=1 $(BIN)/jupyter-book build . --all
+	$(SOURCES_SUM) > $(BUILT_WITH)
 
 clean:
 	rm -rf _build
