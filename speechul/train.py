@@ -186,17 +186,23 @@ def fresh_model(recipe: TrainConfig, n_classes: int, device: torch.device, seed:
     return model.to(memory_format=torch.channels_last)
 
 
-def speed_probe(recipe: TrainConfig, corpus: Corpus, *, steps: int = 24) -> float:
-    """Mean seconds of one training step of the recipe on this corpus, measured now.
+def speed_probe(recipe: TrainConfig, corpus: Corpus, *, steps: int = 24,
+                rounds: int = 3) -> float:
+    """Seconds of one training step of the recipe on this corpus, measured now.
 
     The step is ``fit``'s (:func:`one_epoch`: the recipe's loss, clipping and optimizer) on
-    ``steps`` batches of training clips, after three warm-up steps, so ``steps * probe``
-    estimates what a run of that many steps would take on the machine as it is now. Wall-clock
-    times kept in a cache go stale when the machine's speed changes (a shared virtual machine
-    here ran the same training 40 % slower an hour later); ``experiments.reference`` rescales a
-    cached Retrain with it. Draws no global random numbers (the caller's seeds are untouched).
+    training clips, after three warm-up steps, so ``n * probe`` estimates what a run of ``n``
+    steps would take on the machine as it is now. Wall-clock times kept in a cache go stale
+    when the machine's speed changes (a shared virtual machine here ran the same training 40 %
+    slower an hour later); ``experiments.reference`` rescales a cached Retrain with it. The
+    ``steps`` are timed in ``rounds`` and the fastest round's mean is returned (as ``timeit``
+    does): a few seconds of another process competing for the cores slowed a single 24-step
+    probe up to 25-fold (CPU threads spin-waiting for each other) and made a cached Retrain
+    look 16 times as slow as its own training run, while a machine that is slow throughout is
+    slow in every round. Draws no global random numbers (the caller's seeds are untouched).
     """
     devices = [corpus.device] if corpus.device.type == "cuda" else []
+    per_round = max(1, steps // rounds)
     with torch.random.fork_rng(devices=devices):
         model = models.build(recipe.arch, corpus.n_classes, width=recipe.width)
         model = model.to(corpus.device, memory_format=torch.channels_last)
@@ -207,10 +213,12 @@ def speed_probe(recipe: TrainConfig, corpus: Corpus, *, steps: int = 24) -> floa
             return Batches(corpus.x, corpus.y, indices, recipe.batch_size)
 
         one_epoch(model, batches(3), loss_fn, optimizer, max_grad_norm=recipe.max_grad_norm)
-        timed = batches(steps)
-        with Timer() as timer:
-            one_epoch(model, timed, loss_fn, optimizer, max_grad_norm=recipe.max_grad_norm)
-    return timer.seconds / len(timed)
+        timed, seconds = batches(per_round), []
+        for _ in range(rounds):
+            with Timer() as timer:
+                one_epoch(model, timed, loss_fn, optimizer, max_grad_norm=recipe.max_grad_norm)
+            seconds.append(timer.seconds / len(timed))
+    return min(seconds)
 
 
 def train_on(corpus: Corpus, indices: torch.Tensor, recipe: TrainConfig, seed: int = 0, *,
