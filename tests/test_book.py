@@ -15,6 +15,8 @@ chapter raises and that its Colab button opens the generated notebook.
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
 import os
 import re
 import shutil
@@ -187,6 +189,66 @@ def test_chapter_ends_with_exercises_and_solutions(chapter):
         assert at > start, f"{chapter.name}: exercise {label} is outside the Exercises section"
         assert label in solutions, f"{chapter.name}: exercise {label} has no solution"
         assert solutions[label].get("class") == "dropdown", f"solution {label}: :class: dropdown"
+
+
+_FENCED = re.compile(r"^~~~python\n(.*?)^~~~$", re.S | re.M)
+
+
+def _speechul_names(nb: nbformat.NotebookNode) -> dict[str, object]:
+    """What a chapter's imports bind to speechul: ``su`` -> the package, ``sisa`` -> a module."""
+    names: dict[str, object] = {}
+    for cell in _code_cells(nb):
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.split(".")[0] == "speechul":
+                        name = alias.asname or "speechul"
+                        names[name] = importlib.import_module(alias.name if alias.asname
+                                                              else "speechul")
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("speechul"):
+                module = importlib.import_module(node.module)
+                for alias in node.names:  # a function, or a submodule not imported yet
+                    names[alias.asname or alias.name] = (
+                        getattr(module, alias.name) if hasattr(module, alias.name)
+                        else importlib.import_module(f"{node.module}.{alias.name}"))
+    return names
+
+
+def _resolve(node: ast.expr, names: dict[str, object]) -> tuple[bool, object]:
+    """(True, object) for ``su.x.y`` whose root is a speechul name; (False, None) otherwise.
+    Raises AttributeError when the chain names something speechul lacks."""
+    if isinstance(node, ast.Name):
+        return (True, names[node.id]) if node.id in names else (False, None)
+    if isinstance(node, ast.Attribute):
+        found, parent = _resolve(node.value, names)
+        if found:
+            return True, getattr(parent, node.attr)
+    return False, None
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=ids)
+def test_fenced_code_names_what_speechul_has(chapter):
+    """Code in ``~~~python`` fences (exercise hints and solutions) is shown, not executed, so a
+    renamed function or argument would go unnoticed: each block must parse, each speechul
+    attribute it uses must exist, and each keyword it passes to a speechul function must be one
+    the function takes."""
+    names = _speechul_names(notebooks.notebook(_existing(chapter)))
+    for block in _FENCED.findall(chapter.read_text()):
+        for node in ast.walk(ast.parse(block)):
+            if isinstance(node, ast.Attribute):
+                try:
+                    _resolve(node, names)
+                except AttributeError as err:
+                    pytest.fail(f"{chapter.name}: {ast.unparse(node)}: {err}")
+            if isinstance(node, ast.Call):
+                found, function = _resolve(node.func, names)
+                if not found or not callable(function):
+                    continue
+                parameters = inspect.signature(function).parameters
+                if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+                    continue
+                unknown = [k.arg for k in node.keywords if k.arg and k.arg not in parameters]
+                assert not unknown, f"{chapter.name}: {ast.unparse(node.func)} takes no {unknown}"
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=ids)
