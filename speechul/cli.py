@@ -35,6 +35,13 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _methods(text: str) -> tuple[str, ...]:
+    names = _names(text)
+    if not names:  # "--methods ," would otherwise mean "every method"
+        raise argparse.ArgumentTypeError(f"no names in {text!r}")
+    return names
+
+
 def _list_of(convert: type, what: str) -> Callable[[str], tuple]:
     """An argparse type for comma-separated values of ``convert`` (an int or float list)."""
 
@@ -126,7 +133,7 @@ def parser() -> argparse.ArgumentParser:
                       help="sample kind: forget fraction(s), e.g. 0.01,0.1")
     grid.add_argument("--classes", type=_names, default=(), help="class kind: e.g. yes,stop")
     grid.add_argument("--speakers", type=_names, default=(), help="speaker kind: speaker names")
-    grid.add_argument("--methods", type=_names, default=None,
+    grid.add_argument("--methods", type=_methods, default=None,
                       help="comma-separated (default: all registered); Retrain always runs")
     grid.add_argument("--seeds", type=_ints, default=(0,), help="comma-separated, e.g. 0,1,2")
     grid.add_argument("--dataset", default="embedded")
@@ -154,10 +161,18 @@ def _settings(args: argparse.Namespace,
     fractions = args.fraction if args.kind == "sample" else (None,)
     if not fractions:
         top.error("argument --fraction: give at least one fraction")
+    needs = {"class": ("classes", args.classes), "speaker": ("speakers", args.speakers)}
+    if args.kind in needs and not needs[args.kind][1]:
+        top.error(f"argument --{needs[args.kind][0]}: a {args.kind!r} request names what to "
+                  "forget")
+    methods = args.methods or tuple(unlearn.METHODS)
+    unused = sorted(set(args.hparams) - {*methods, "retrain"})
+    if unused:
+        top.error(f"argument --hparams: {unused} not in --methods (a typo, or a method left out?)")
     try:
         return [experiments.Setting(
             task=task, kind=args.kind, fraction=fraction, classes=args.classes,
-            speakers=args.speakers, methods=args.methods or tuple(unlearn.METHODS),
+            speakers=args.speakers, methods=methods,
             seeds=args.seeds, dataset=args.dataset,
             size=args.size, recipe=train.TrainConfig(epochs=args.epochs), hparams=args.hparams,
             device=args.device) for task in args.task for fraction in fractions]
@@ -187,6 +202,12 @@ def _grid(args: argparse.Namespace, top: argparse.ArgumentParser) -> int:
     figure = plots.gap_vs_time_by_request(table)  # one panel per task and fraction
     figure.savefig(args.out / "figure.png", dpi=120, bbox_inches="tight")
     print(summary.to_string(index=False))
+    diverged = table[table["diverged"].astype(bool)]
+    if len(diverged):
+        runs = ", ".join(f"{m} (seed {s})" for m, s in zip(diverged.method, diverged.seed,
+                                                             strict=True))
+        print(f"\nWARNING: {len(diverged)} of {len(table)} runs diverged and report their last "
+              f"finite weights, not an unlearned model: {runs}")
     print(f"\nwrote {args.out}/results.csv, summary.csv, figure.png")
     return 0
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import functools
+import inspect
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -82,6 +84,9 @@ class Setting:
     device: str | None = None
 
     def __post_init__(self) -> None:
+        for name in ("classes", "speakers"):  # "yes" is one keyword, not y, e and s
+            if isinstance(getattr(self, name), (str, int)):
+                object.__setattr__(self, name, (getattr(self, name),))
         if self.kind != "sample":
             object.__setattr__(self, "fraction", None)  # frozen: the one normalisation
         known = set(unlearn.METHODS)
@@ -126,6 +131,15 @@ class Setting:
         for none): the results column that tells tuned variants of one method apart."""
         return json.dumps(dict(self.hparams.get(method, {})), sort_keys=True, default=str)
 
+    def variant(self, method: str) -> str:
+        """What a run of ``method`` is, beyond the request: every hyper-parameter it will run
+        with (defaults included) and the method function's source. A results file's row is
+        reused only when this matches, so changing a method's default or its code (the loop of
+        developing a new method) runs it again instead of serving the old numbers."""
+        bound = asdict(unlearn.config(method, **self.hparams.get(method, {})))
+        return fingerprint(json.dumps(bound, sort_keys=True, default=str),
+                           _source(unlearn.METHODS[method]))
+
     def describe(self) -> dict[str, Any]:
         """The columns every result row carries."""
         what = {"sample": self.fraction, "class": ",".join(self.classes),
@@ -141,6 +155,14 @@ def _check_device(device: str | None) -> None:
         default_device(device)
     except RuntimeError as err:
         raise ValueError(f"unknown device {device!r}: {err}") from None
+
+
+def _source(fn: Callable[..., Any]) -> str:
+    """A function's source (its name where the source cannot be read, e.g. a built-in)."""
+    try:
+        return inspect.getsource(fn)
+    except (OSError, TypeError):
+        return f"{fn.__module__}.{fn.__qualname__}"
 
 
 def _options(setting: Setting) -> str:
@@ -274,20 +296,39 @@ def run_one(setting: Setting, method: str, seed: int) -> dict[str, Any]:
             "hparams": json.dumps(hp, sort_keys=True, default=str)}
 
 
-RunId = tuple[str, str, str, int]  # (setting key, method, its overrides, seed)
+RunId = tuple[str, str, str, int]  # (setting key, method, its variant, seed)
 
 
 def _run_id(setting: Setting, method: str, seed: int) -> RunId:
-    return (setting.key, method, setting.overrides(method), seed)
+    return (setting.key, method, setting.variant(method), seed)
+
+
+def _row_id(row: dict) -> RunId:
+    return (row["setting"], row["method"], row.get("variant", ""), int(row["seed"]))
 
 
 def _read(results: Path | None) -> dict[RunId, dict]:
-    """Finished rows of a results file, keyed by :func:`_run_id`."""
+    """Finished rows of a results file, keyed by :func:`_run_id`. A torn last line (the run in
+    flight when the process was killed) is skipped with a warning; a bad line elsewhere is an
+    error that names the file and line, before anything runs."""
     if results is None or not results.exists():
         return {}
-    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
-    return {(r["setting"], r["method"], r.get("overrides", "{}"), int(r["seed"])): r
-            for r in rows}
+    lines = results.read_text().splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number == len(lines):
+                warnings.warn(f"{results}:{number}: an unfinished last line (an interrupted "
+                              "write) is ignored; its run runs again", RuntimeWarning,
+                              stacklevel=3)
+                continue
+            raise ValueError(f"{results}:{number} is not a result row ({err}); remove that "
+                             "line to resume") from None
+    return {_row_id(r): r for r in rows}
 
 
 def _append(results: Path | None, row: dict) -> None:
@@ -419,14 +460,23 @@ def run_many(settings: Iterable[Setting], *, results: str | os.PathLike | None =
         rows = _on(runners.pool(processes, threads, _registered(todo)), todo)
     else:
         rows = (run_one(*run) for run in todo)
+    # A run's variant is named here, where the methods' code is: a Ray worker on another
+    # machine may not be able to read a method's source.
+    variants = {(s.key, m, s.overrides(m)): s.variant(m) for s, m, _ in planned}
     with runners.threads(threads):
         for row in progress(rows, total=len(todo), desc="grid"):
-            done[(row["setting"], row["method"], row["overrides"], int(row["seed"]))] = row
+            row = {**row, "variant": variants[(row["setting"], row["method"], row["overrides"])]}
+            done[_row_id(row)] = row
             _append(path, row)
     return pd.DataFrame([done[_run_id(*run)] for run in planned])
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:
     """Mean, std and count over seeds per request and method (``metrics.summarize`` by
-    :data:`GROUP`): the table the chapters print and ``python -m speechul grid`` writes."""
+    :data:`GROUP`): the table the chapters print and ``python -m speechul grid`` writes. Its
+    ``diverged`` metric is the share of runs that diverged (their rows hold the last finite
+    weights, for a method without snapshots the original's: never read such a mean alone)."""
+    table = pd.DataFrame(table)
+    if "diverged" in table.columns:
+        table = table.assign(diverged=table["diverged"].astype(float))
     return metrics.summarize(table, by=GROUP)

@@ -95,6 +95,10 @@ def test_cli_reproduces_the_table(table, tmp_path, capsys):
     (["grid", "--device", "bogus"], "unknown device 'bogus'"),
     (["grid", "--fraction", "1.5"], "fraction must be in (0, 1)"),
     (["grid", "--hparams", '{"finetune": {"epochs": 1.5}}'], "epochs must be a whole number"),
+    (["grid", "--methods", ","], "no names in ','"),  # not "every method"
+    (["grid", "--kind", "class"], "argument --classes: a 'class' request names what"),
+    (["grid", "--methods", "finetune", "--hparams", '{"scrub": {"epochs": 3}}'],
+     "['scrub'] not in --methods"),
 ])
 def test_bad_arguments_are_usage_errors(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -131,6 +135,49 @@ def test_tuning_a_method_reruns_that_method_alone(table, tmp_path, monkeypatch):
     assert sorted(counts.overrides) == ['{"epochs": 1}', "{}"] and (counts.n == 2).all()
     labels = list(plots.results._stats(both, "gap_mean").index)
     assert labels == ["retrain", "finetune", "gradient_ascent", 'finetune {"epochs": 1}']
+
+
+def test_a_changed_method_runs_again_and_a_torn_last_line_is_skipped(table, tmp_path,
+                                                                      monkeypatch):
+    """A row is reused only for the same hyper-parameters (defaults included) and the same
+    method code: developing a method means editing it and re-running the grid. A results file
+    cut mid-line by a kill loses that line's run only; a bad line elsewhere names itself."""
+    _, path = table
+    results = tmp_path / "results.jsonl"
+    shutil.copy(path, results)
+    calls = []
+    real = experiments.unlearn.run
+    monkeypatch.setattr(experiments.unlearn, "run", lambda m, *a, **k: calls.append(m)
+                        or real(m, *a, **k))
+    experiments.run(SETTING, results=results)
+    assert calls == [], "nothing changed: every run resumes"
+    finetune = experiments.unlearn.METHODS["finetune"]
+
+    def one_epoch_finetune(model, forget, retain, *, epochs: int = 1, lr: float = 3e-3):
+        return finetune(model, forget, retain, epochs=epochs, lr=lr)
+
+    monkeypatch.setitem(experiments.unlearn.METHODS, "finetune", one_epoch_finetune)
+    rows = experiments.run(SETTING, results=results)
+    assert calls == ["finetune", "finetune"], "a new default reruns that method, both seeds"
+    assert {json.loads(h)["epochs"] for h in rows[rows.method == "finetune"].hparams} == {1}
+
+    results.write_text(results.read_text() + '{"setting": "0123", "meth')  # killed mid-write
+    with pytest.warns(RuntimeWarning, match=r"results.jsonl:\d+: an unfinished last line"):
+        again = experiments.run(SETTING, results=results)
+    assert calls == ["finetune", "finetune"] and len(again) == len(rows)
+    lines = results.read_text().splitlines()
+    results.write_text("\n".join(["not json", *lines[:-1]]) + "\n")
+    with pytest.raises(ValueError, match=r"results.jsonl:1 is not a result row"):
+        experiments.run(SETTING, results=results)
+
+
+def test_the_summary_counts_diverged_runs(table):
+    """A diverged run keeps its last finite weights (a method without snapshots: the
+    original's), which can look competitive; the summary says how many runs diverged."""
+    frame, _ = table
+    marked = frame.assign(diverged=(frame.method == "finetune") & (frame.seed == 0))
+    share = experiments.summary(marked).query("metric == 'diverged'").set_index("method")["mean"]
+    assert share.to_dict() == {"retrain": 0.0, "finetune": 0.5, "gradient_ascent": 0.0}
 
 
 def test_hyper_parameters_are_checked_before_anything_runs():
@@ -347,4 +394,15 @@ def test_a_class_request_has_one_key_whatever_its_fraction():
     shell = experiments.Setting(kind="class", classes=("yes",), size="tiny", fraction=None)
     assert api.fraction is None and api.key == shell.key
     assert api.reference_key == shell.reference_key
+    word = experiments.Setting(kind="class", classes="yes", size="tiny")  # one word, not letters
+    assert word.classes == ("yes",) and word.key == api.key
     assert dataclasses.replace(SETTING, fraction=0.2).key != SETTING.key  # samples: it counts
+
+
+def test_the_command_line_warns_of_diverged_runs(table, tmp_path, capsys, monkeypatch):
+    frame, _ = table
+    marked = frame.assign(diverged=(frame.method == "finetune") & (frame.seed == 1))
+    monkeypatch.setattr(experiments, "run_many", lambda *a, **k: marked)
+    assert cli.main(["grid", "--size", "tiny", "--methods", "finetune,gradient_ascent",
+                     "--device", "cpu", "--out", str(tmp_path)]) == 0
+    assert "WARNING: 1 of 6 runs diverged" in capsys.readouterr().out
