@@ -229,6 +229,11 @@ def evaluate(model: nn.Module, split: Split, reference: nn.Module | dict | None 
         ``forget_acc, retain_acc, val_acc, test_acc, mia_auc, mia_efficacy``; for class/speaker
         splits also ``forgotten_test_acc, kept_test_acc, forgotten_val_acc, kept_val_acc``.
     """
+    for name, value in (("model", model), ("reference", reference),
+                        ("random_model", random_model)):
+        if not isinstance(value, (nn.Module, dict, type(None))) and hasattr(value, "model"):
+            raise TypeError(f"evaluate's {name} is a {type(value).__name__}; pass its network, "
+                            f"{name}.model")
     outputs = _Outputs(model, split.corpus)
     row = _accuracies(outputs, split)
     row["mia_auc"] = mia_loss_auc(outputs, split.corpus, split.forget, _unseen(split))

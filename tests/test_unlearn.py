@@ -162,7 +162,7 @@ def test_nan_weights_never_pass_silently(tiny_original, sample_split, monkeypatc
             next(model.parameters()).fill_(float("nan"))
         return model
 
-    with pytest.warns(RuntimeWarning, match="non-finite"):
+    with pytest.warns(RuntimeWarning, match="non-finite.*returned the ORIGINAL model"):
         out = unlearn.run("poison", tiny_original, sample_split)
     assert out.diverged
     assert _same(_state(out.model), _state(tiny_original.model))  # nothing finite but the start
@@ -217,3 +217,34 @@ def test_eu_k_names_what_it_needs(tiny_original, sample_split):
     plain = train.Trained(nn.Sequential(nn.Flatten(), nn.LazyLinear(10)), tiny_original.recipe)
     with pytest.raises(ValueError, match="split"):
         unlearn.run("eu_k", plain, sample_split)
+
+
+def test_register_refuses_signatures_run_cannot_pass(monkeypatch):
+    """Hyper-parameters that are not keyword-only registered fine and then reported 'valid: []';
+    one named batch_size was taken by run() itself and recorded wrongly."""
+    monkeypatch.setattr(unlearn.core, "METHODS", dict(unlearn.METHODS))
+
+    def positional(model, forget, retain, epochs=1, lr=1e-3):
+        return model
+
+    def clashing(model, forget, retain, *, batch_size: int = 4):
+        return model
+
+    with pytest.raises(TypeError, match=r"put the hyper-parameters after a '\*'"):
+        unlearn.register(positional)
+    with pytest.raises(TypeError, match=r"\['batch_size'\] are run\(\)'s own arguments"):
+        unlearn.register(clashing)
+    with pytest.raises(TypeError, match="register a function with a name"):
+        unlearn.register(lambda model, forget, retain: model)
+    assert not {"positional", "clashing", "<lambda>"} & set(unlearn.METHODS)
+
+
+def test_a_wrapped_or_bare_model_gets_a_message_not_an_attribute_error(tiny_original,
+                                                                      sample_split):
+    out = unlearn.run("finetune", tiny_original, sample_split, epochs=1)
+    with pytest.raises(TypeError, match=r"original must be a su.train.Trained"):
+        unlearn.run("finetune", tiny_original.model, sample_split)
+    with pytest.raises(TypeError, match=r"evaluate's reference is a Unlearned; pass .*\.model"):
+        metrics.evaluate(out.model, sample_split, reference=out)
+    with pytest.raises(TypeError, match=r"evaluate's model is a Trained"):
+        metrics.evaluate(tiny_original, sample_split)

@@ -60,14 +60,51 @@ def register(fn: Method) -> Method:
     """Add ``fn`` to :data:`METHODS` under its function name; re-registering replaces.
 
     Use as a decorator, also in a notebook cell. Replacing a built-in method from another module
-    warns, so a student does not shadow ``scrub`` by accident.
+    warns, so a student does not shadow ``scrub`` by accident. The contract:
+
+    - ``fn(model, forget, retain, *, hyper-parameters) -> nn.Module``: the hyper-parameters
+      keyword-only, with defaults (they are the method's configuration: validated, recorded in
+      every result row, overridden by ``run(..., lr=...)`` or a grid's ``hparams``);
+    - ``model`` is a private copy of the original, in **eval mode** as trained models are: call
+      ``model.train()`` before a training pass (``train.one_epoch`` does), or batch-norm layers
+      keep their running statistics frozen;
+    - ``forget``/``retain`` are :class:`~speechul.data.Batches`: iterate for ``(x, y)`` batches
+      (x (B, 1, n_mels, frames), reshuffled each pass), ``.size`` clips; ``.x[.indices]`` is
+      every clip at once;
+    - declaring ``recipe``, ``seed`` or ``n_classes`` (:data:`INJECTED`) gets them supplied;
+    - ``lr``, ``epochs``, ``steps`` and ``temperature`` must be positive (``epochs``/``steps``
+      whole numbers) in every method that declares them;
+    - return the unlearned model (edit ``model`` in place and return it, or a new one).
     """
+    _check_signature(fn)
     old = METHODS.get(fn.__name__)
     if old is not None and old.__module__ != fn.__module__ and old.__module__.startswith(
             "speechul."):
         warnings.warn(f"replacing the built-in unlearning method {fn.__name__!r}", stacklevel=2)
     METHODS[fn.__name__] = fn
     return fn
+
+
+# run()'s own arguments: a hyper-parameter of that name would be taken by run, not the method.
+_RESERVED = ("method", "original", "split", "batch_size", "config")
+
+
+def _check_signature(fn: Method) -> None:
+    """Refuse, at registration, a signature whose hyper-parameters :func:`run` could not pass."""
+    name = getattr(fn, "__name__", None)
+    if not isinstance(name, str) or not name.isidentifier():
+        raise TypeError(f"register a function with a name (def ...), got {fn!r}")
+    params = list(inspect.signature(fn).parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) != 3:
+        names = [p.name for p in positional]
+        raise TypeError(f"method {name!r} must take (model, forget, retain, *, hyper-parameters);"
+                        f" its positional parameters are {names}: put the hyper-parameters "
+                        "after a '*'")
+    clash = sorted(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name in _RESERVED)
+    if clash:
+        raise TypeError(f"method {name!r}: hyper-parameter name(s) {clash} are run()'s own "
+                        "arguments; rename them")
 
 
 def _lookup(name: str) -> Method:
@@ -143,6 +180,7 @@ def _settle(name: str, out: nn.Module, passed: nn.Module, original: nn.Module,
     out.__dict__.pop(SNAPSHOT, None)
     if reason is None and is_finite(out):
         return out, False
+    what = "its last finite weights"
     if not is_finite(out):
         reason = reason or "its weights became non-finite"
         if snapshot is not None:
@@ -150,8 +188,9 @@ def _settle(name: str, out: nn.Module, passed: nn.Module, original: nn.Module,
             out = passed
         else:
             out = copy.deepcopy(original)
-    warnings.warn(f"unlearning method {name!r} diverged ({reason}); it returned its last finite "
-                  "weights (check its learning rate)", RuntimeWarning, stacklevel=3)
+            what = "the ORIGINAL model (the method kept no finite snapshot), unlearned nothing"
+    warnings.warn(f"unlearning method {name!r} diverged ({reason}); it returned {what} "
+                  "(check its learning rate)", RuntimeWarning, stacklevel=3)
     return out, True
 
 
@@ -181,6 +220,10 @@ def run(method: str, original: train.Trained, split: Split, *, seed: int = 0,
         KeyError: unknown method; TypeError: unknown hyper-parameter; ValueError: bad value.
     """
     fn = _lookup(method)
+    if not isinstance(original, train.Trained):
+        raise TypeError(f"original must be a su.train.Trained (what train.original returns), got "
+                        f"{type(original).__name__}; wrap a network of your own as "
+                        "su.train.Trained(model, recipe)")
     if config is not None:
         if not dataclasses.is_dataclass(config) or type(config) is not _config_class(method, fn):
             raise TypeError(f"config must come from su.unlearn.config({method!r}), "
