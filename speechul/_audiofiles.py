@@ -34,20 +34,28 @@ Row = tuple[str, int, int, float, float]
 def _read_clip(path: Path, slot: int, slots: int, lo: float, hi: float, length: int) -> np.ndarray:
     """One clip as float32 (length,): window ``slot`` of ``slots`` in [lo, hi) of the file.
 
-    Raises ValueError naming the file when it is unreadable or not 16 kHz: a silently resampled
-    or skipped clip would change the corpus without anyone noticing.
+    Raises ValueError naming the file when it is missing, unreadable, empty, not 16 kHz or
+    holds non-finite samples: a silently resampled, skipped or all-zero clip would change the
+    corpus without anyone noticing, and a NaN sample would surface epochs later as a
+    "diverged" training run that blames the learning rate.
     """
+    if not path.is_file():
+        raise ValueError(f"{path} is listed by the dataset but missing")
     try:
         with sf.SoundFile(str(path)) as handle:
             if handle.samplerate != SAMPLE_RATE:
                 raise ValueError(f"{path} has a sample rate of {handle.samplerate} Hz; speechul "
                                  f"expects {SAMPLE_RATE} Hz (resample the dataset first)")
+            if handle.frames == 0:
+                raise ValueError(f"{path} holds no audio (0 frames): a broken file?")
             first, last = int(lo * handle.frames), int(hi * handle.frames)
             start = first + max(0, last - first - length) * (slot + 1) // (slots + 1)
             handle.seek(start)
             wave = handle.read(min(length, last - start), dtype="float32", always_2d=True)
     except (RuntimeError, sf.SoundFileError) as err:
         raise ValueError(f"cannot read audio file {path}: {err}") from None
+    if not np.isfinite(wave).all():
+        raise ValueError(f"{path} holds non-finite (NaN or infinite) samples")
     wave = wave.mean(axis=1)  # multi-channel files are mixed down to mono
     return np.pad(wave, (0, length - len(wave)))
 

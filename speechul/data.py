@@ -253,6 +253,18 @@ LOADERS: dict[str, Callable[..., Source]] = {
 }
 
 
+def _check_loader(name: str, loader: Callable[..., Source], arguments: dict) -> None:
+    """A dataset of one's own is ``fn(size="default", cache=None, **options) -> Source``: say
+    which argument a loader lacks instead of a TypeError from inside the grid."""
+    params = inspect.signature(loader).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    lacking = [k for k in arguments if k not in params]
+    if lacking:
+        raise ValueError(f"dataset {name!r}: its loader takes no {lacking}; a loader is "
+                         "fn(size='default', cache=None, **options) -> speechul.data.Source")
+
+
 def load(name: str = "embedded", task: str | None = None, *,
          device: str | torch.device | None = None, cache: str | os.PathLike | None = None,
          features: feats.FeatureConfig = feats.FeatureConfig(), **kwargs: object) -> Corpus:
@@ -269,6 +281,7 @@ def load(name: str = "embedded", task: str | None = None, *,
     """
     if name not in LOADERS:
         raise ValueError(f"unknown dataset {name!r}; known: {sorted(LOADERS)}")
+    _check_loader(name, LOADERS[name], {"cache": cache, **kwargs})
     source = LOADERS[name](cache=cache, **kwargs)
     if source.sample_rate != features.sample_rate:
         raise ValueError(f"dataset {name!r} has {source.sample_rate} Hz audio but the features "
@@ -357,6 +370,8 @@ def forget_split(corpus: Corpus, kind: str = "sample", *, fraction: float | None
         forget = _sample_forget(corpus, train, fraction, indices, seed)
         return _checked(Split(corpus, kind, forget, train[~torch.isin(train, forget)], val, test))
     task, wanted = ("speaker", speakers) if kind == "speaker" else (corpus.task, classes)
+    if isinstance(wanted, (str, int)):
+        wanted = [wanted]  # "yes" is one keyword, not the letters y, e and s
     if wanted is None:
         needs = "speakers" if kind == "speaker" else "classes"
         raise ValueError(f"a {kind!r} forget set needs {needs}=")

@@ -54,6 +54,9 @@ def test_class_split(tiny_corpus):
     assert not torch.isin(y[split.retain], torch.tensor([0, 8])).any()
     assert set(y[split.forgotten_test].tolist()) == {0, 8}
     assert len(split.forgotten_test) + len(split.kept_test) == len(split.test)
+    one = data.forget_split(tiny_corpus, "class", classes="yes")  # not the letters y, e, s
+    assert one.targets == ("yes",) and torch.equal(one.forget, data.forget_split(
+        tiny_corpus, "class", classes=["yes"]).forget)
 
 
 def test_speaker_split_in_keyword_model(tiny_corpus):
@@ -123,3 +126,14 @@ def test_the_default_cache_is_the_checkouts_or_the_users(checkout, tmp_path, mon
     expected = root / "data" / "cache" if checkout else tmp_path / "home" / ".cache" / "speechul"
     assert module.cache_dir() == expected and expected.is_dir()
     assert Path(module.cache_dir(tmp_path / "given")) == tmp_path / "given"
+
+
+def test_a_loader_without_the_grid_arguments_is_named(monkeypatch):
+    """A user's dataset loader must take size= and cache= (grids pass both); without them the
+    command line printed a TypeError traceback from deep inside the grid."""
+    def mine(cache=None):
+        raise AssertionError("never called")
+
+    monkeypatch.setitem(data.LOADERS, "mine", mine)
+    with pytest.raises(ValueError, match=r"'mine': its loader takes no \['size'\]"):
+        data.load("mine", size="tiny")

@@ -241,6 +241,27 @@ def test_corrupt_file_names_the_file(tmp_path: Path) -> None:
         data.load("speechcommands", root=tmp_path / "data", cache=tmp_path / "c", device="cpu")
 
 
+@pytest.mark.parametrize("damage, message", [
+    ("nan", "holds non-finite"), ("empty", r"holds no audio \(0 frames\)"),
+    ("missing", "is listed by the dataset but missing")])
+def test_a_broken_file_is_named_not_trained_on(tmp_path: Path, damage, message) -> None:
+    """A NaN sample surfaced epochs later as 'loss became nan' (blaming the learning rate); an
+    empty file loaded as a silent all-zero clip; a missing one gave 'System error'."""
+    folder = make_speech_commands(tmp_path / "data")
+    bad = folder / "go" / f"{SC_SPEAKERS[3]}_nohash_0.wav"
+    if damage == "nan":
+        wave = _tone(1.0, 300, 0)
+        wave[100] = np.nan
+        sf.write(bad, wave, 16000, subtype="FLOAT")
+    elif damage == "empty":
+        sf.write(bad, np.zeros(0, dtype="float32"), 16000)
+    else:
+        bad = folder / "go" / f"{VAL_SPEAKER}_nohash_0.wav"  # listed in validation_list.txt
+        bad.unlink()
+    with pytest.raises(ValueError, match=f"{bad.name}.*{message}|{message}"):
+        data.load("speechcommands", root=tmp_path / "data", cache=tmp_path / "c", device="cpu")
+
+
 def test_missing_data_says_how_to_get_it(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"download=True.*speech_commands_v0\.02\.tar\.gz"):
         data.load("speechcommands", root=tmp_path, version="v0.02", device="cpu")
