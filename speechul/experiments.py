@@ -114,7 +114,7 @@ class Setting:
         """Identifies the request, recipe, Retrain's overrides and training precision (not the
         methods tried on it, their overrides, or the seeds): a results file written in fp32 is
         not resumed by a bf16 run. A row is identified by this key, its method, the method's
-        :meth:`overrides` and its seed, so tuning one method re-runs that method alone."""
+        :meth:`variant` and its seed, so tuning one method re-runs that method alone."""
         return fingerprint(self.reference_key, precision(default_device(self.device)))
 
     @property
