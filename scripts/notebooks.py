@@ -110,6 +110,50 @@ def render(chapter: Path) -> str:
     return nbformat.writes(colab_notebook(chapter)) + "\n"
 
 
+_DIRECTIVE = re.compile(r"^(`{3,}|:{3,})\{(exercise|solution)(-start)?\}[ \t]*(.*)$", re.M)
+FENCED = re.compile(r"^~~~python\n(.*?)^~~~$", re.S | re.M)  # code shown in an exercise
+
+
+def _body(text: str, match: re.Match) -> str:
+    """A directive's content: up to its closing fence, or its ``{name}-end`` for the gated
+    form (``exercise-start`` ... ``exercise-end``, whose content may hold code cells)."""
+    rest = text[match.end():]
+    if match.group(3):
+        end = re.search(r"^(`{3,}|:{3,})\{" + match.group(2) + r"-end\}", rest, re.M)
+    else:
+        end = re.search(r"^" + re.escape(match.group(1)) + r"[ \t]*$", rest, re.M)
+    return rest[:end.start()] if end else rest
+
+
+def directives(text: str) -> list[tuple[str, str, dict[str, str], int, str]]:
+    """(name, argument, options, offset, body) of every exercise/solution directive."""
+    out = []
+    for match in _DIRECTIVE.finditer(text):
+        options = {}
+        for line in text[match.end() + 1:].splitlines():
+            option = re.match(r"^:([\w-]+):\s*(.*)$", line)
+            if not option:
+                break
+            options[option.group(1)] = option.group(2).strip()
+        out.append((match.group(2), match.group(4).strip(), options, match.start(),
+                    _body(text, match)))
+    return out
+
+
+def solution_code(text: str) -> list[tuple[str, str]]:
+    """(label, code) for every solution that holds ``~~~python`` code: the solution's blocks,
+    then the exercise's own (the check it asks the reader to pass). Run after the chapter, in
+    its kernel, they prove the solutions work (``run_chapters.py --solutions``)."""
+    found = directives(text)
+    asked = {opts.get("label"): body for name, _, opts, _, body in found if name == "exercise"}
+    out = []
+    for name, label, _, _, body in found:
+        blocks = FENCED.findall(body)
+        if name == "solution" and blocks:
+            out.append((label, "\n".join(blocks + FENCED.findall(asked.get(label, "")))))
+    return out
+
+
 def stale(root: Path = ROOT) -> list[Path]:
     """Existing chapters whose Colab copy is missing or differs from a fresh rendering."""
     out = []

@@ -21,7 +21,11 @@ Usage::
 
     python scripts/run_chapters.py --params ci --out _build/chapters
     python scripts/run_chapters.py --params book/params/gpu.yaml --out runs/gpu --only 04 08
+    python scripts/run_chapters.py --params ci --out _build/chapters --solutions
     python scripts/run_chapters.py --write-params book/params/ci.yaml
+
+``--solutions`` also runs, after each chapter and in its kernel, the code of every folded exercise
+solution followed by the exercise's own check (the tests do; see :func:`with_solutions`).
 
 The exit status is 1 when any chapter failed; the summary table lists each failure's last line.
 """
@@ -52,6 +56,7 @@ _spec.loader.exec_module(notebooks)
 # seconds per cell, the book build's own (_config.yml execute.timeout): a hang guard, not a
 # budget; chapter 4's grid is one cell and takes ~10 min on a slow 2-core machine.
 CELL_TIMEOUT = float(notebooks.config(ROOT)["execute"]["timeout"])
+SOLUTION_TAG = "solution"  # the cells --solutions appends
 CI_TIMEOUT = 300  # seconds for one chapter's CI run (3 min budget on 2 cores, with margin)
 # Kernels inherit these: quiet progress bars, two threads on a shared machine, inline figures.
 KERNEL_ENV = {"SPEECHUL_QUIET": "1", "OMP_NUM_THREADS": "2",
@@ -70,6 +75,7 @@ class Outcome:
     error: str = ""
     notebook: str = ""
     load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    solution_seconds: float = 0.0  # the appended solutions' share of ``seconds`` (--solutions)
 
 
 def front_matter(chapter: Path) -> dict:
@@ -124,18 +130,53 @@ def _declared(nb: nbformat.NotebookNode, scratch: Path) -> set[str]:
     return set(papermill.inspect_notebook(str(scratch)))
 
 
+def with_solutions(nb: nbformat.NotebookNode, chapter: Path) -> nbformat.NotebookNode:
+    """``nb`` with one cell per coded exercise solution appended (solution, then the exercise's
+    check), tagged ``remove-cell`` so a book built from the executed notebook does not show
+    them: run in the chapter's kernel, they prove the folded solutions still work."""
+    for label, code in notebooks.solution_code(chapter.read_text()):
+        nb.cells.append(nbformat.v4.new_code_cell(
+            f"# the solution of exercise {label}\n{code}",
+            metadata={"tags": ["remove-cell", SOLUTION_TAG], "solution_of": label}))
+    return nb
+
+
+def _failure(err: Exception, nb: nbformat.NotebookNode) -> str:
+    """The last line of a chapter's failure, naming the exercise when a solution failed."""
+    if not isinstance(err, papermill.PapermillExecutionError):
+        return traceback.format_exception_only(err)[-1].strip()
+    # papermill's cell_index counts the error banner cells it adds: find the cell by its code
+    label = next((c.metadata.get("solution_of") for c in nb.cells if c.source == err.source),
+                 None)
+    return (f"solution of exercise {label}: " if label else "") + f"{err.ename}: {err.evalue}"
+
+
+def _solution_seconds(target: Path) -> float:
+    """Seconds the appended solution cells took (papermill times every cell)."""
+    if not target.exists():
+        return 0.0
+    cells = nbformat.read(target, as_version=4).cells
+    return round(sum(c.metadata.get("papermill", {}).get("duration") or 0.0 for c in cells
+                     if SOLUTION_TAG in c.metadata.get("tags", [])), 3)
+
+
 def execute(chapter: Path, out: Path, parameters: dict[str, Any],
-            cell_timeout: float = CELL_TIMEOUT) -> Outcome:
+            cell_timeout: float = CELL_TIMEOUT, solutions: bool = False) -> Outcome:
     """Run one chapter (``.md`` or ``.ipynb``) into ``out/<stem>.ipynb``; never raises on a
     failing chapter: the outcome says ``failed`` and the notebook keeps the traceback.
 
     Only the names the chapter declares in its ``parameters`` cell are injected, so one
-    ``default:`` block can serve chapters with different parameters.
+    ``default:`` block can serve chapters with different parameters. ``solutions`` appends
+    the exercises' coded solutions (:func:`with_solutions`); ``seconds`` then includes them
+    and ``solution_seconds`` says how much of it they took.
     """
     out.mkdir(parents=True, exist_ok=True)
     source = out / f".{chapter.stem}.source.ipynb"
     target = out / f"{chapter.stem}.ipynb"
-    declared = _declared(notebooks.notebook(chapter), source)
+    nb = notebooks.notebook(chapter)
+    declared = _declared(nb, source)
+    if solutions:
+        nbformat.write(with_solutions(nb, chapter), source)
     given = {k: v for k, v in parameters.items() if k in declared}
     os.environ.update(KERNEL_ENV)
     start, error = time.perf_counter(), ""
@@ -144,21 +185,22 @@ def execute(chapter: Path, out: Path, parameters: dict[str, Any],
                                    kernel_name="python3", progress_bar=False, log_output=False,
                                    execution_timeout=cell_timeout, cwd=str(out))
     except Exception as err:  # noqa: BLE001 - any failure of the chapter is reported, not raised
-        error = (f"{err.ename}: {err.evalue}" if isinstance(err, papermill.PapermillExecutionError)
-                 else traceback.format_exception_only(err)[-1].strip())
+        error = _failure(err, nb)
     finally:
         source.unlink(missing_ok=True)
     return Outcome(chapter.stem, "failed" if error else "ok",
                    round(time.perf_counter() - start, 1), given, error, str(target),
-                   tuple(round(x, 2) for x in os.getloadavg()))
+                   tuple(round(x, 2) for x in os.getloadavg()),
+                   _solution_seconds(target) if solutions else 0.0)
 
 
 def execute_once(chapter: Path, out: Path, parameters: dict[str, Any] | None = None,
-                 cell_timeout: float | None = None) -> Outcome:
+                 cell_timeout: float | None = None, solutions: bool = True) -> Outcome:
     """:func:`execute` unless ``out`` already holds this chapter's outcome (then read it).
 
     The tests call this from several modules with one session folder, so each chapter runs
-    once per session. Defaults: the chapter's CI parameters and its front matter ``timeout``.
+    once per session. Defaults: the chapter's CI parameters and its front matter ``timeout``,
+    with the coded solutions run after the chapter.
     """
     record = out / f".{chapter.stem}.outcome.json"
     if record.exists():
@@ -166,13 +208,15 @@ def execute_once(chapter: Path, out: Path, parameters: dict[str, Any] | None = N
         return Outcome(**{**saved, "load_average": tuple(saved["load_average"])})
     meta = front_matter(chapter)
     params = meta.get("ci", {}) if parameters is None else parameters
-    outcome = execute(chapter, out, params, cell_timeout or meta.get("timeout", CI_TIMEOUT))
+    outcome = execute(chapter, out, params, cell_timeout or meta.get("timeout", CI_TIMEOUT),
+                      solutions)
     record.write_text(json.dumps(asdict(outcome)))
     return outcome
 
 
 def run_all(chapters: list[Path], out: Path, params: dict[str, dict],
-            cell_timeout: float = CELL_TIMEOUT, quiet: bool = False) -> list[Outcome]:
+            cell_timeout: float = CELL_TIMEOUT, quiet: bool = False,
+            solutions: bool = False) -> list[Outcome]:
     """Execute ``chapters`` one after the other (a progress bar), then write the summary."""
     from tqdm import tqdm
 
@@ -180,7 +224,8 @@ def run_all(chapters: list[Path], out: Path, params: dict[str, dict],
     bar = tqdm(chapters, desc="chapters", unit="chapter", disable=quiet or None)
     for chapter in bar:
         bar.set_postfix_str(chapter.stem)
-        outcomes.append(execute(chapter, out, params.get(chapter.stem, {}), cell_timeout))
+        outcomes.append(execute(chapter, out, params.get(chapter.stem, {}), cell_timeout,
+                                solutions))
     (out / "summary.json").write_text(json.dumps([asdict(o) for o in outcomes], indent=1) + "\n")
     return outcomes
 
@@ -206,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cell-timeout", type=float, default=CELL_TIMEOUT, help="seconds")
     parser.add_argument("--write-params", type=Path, help="write the CI parameter file and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--solutions", action="store_true",
+                        help="also run the exercises' coded solutions after each chapter")
     args = parser.parse_args(argv)
     chapters = [c for c in notebooks.chapters(ROOT) if c.exists()]
     if args.write_params:
@@ -223,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params, chosen)
     except (KeyError, ValueError) as err:
         parser.error(str(err))
-    outcomes = run_all(chosen, args.out, params, args.cell_timeout, args.quiet)
+    outcomes = run_all(chosen, args.out, params, args.cell_timeout, args.quiet, args.solutions)
     print(table(outcomes))
     return 1 if any(o.status != "ok" for o in outcomes) else 0
 

@@ -7,9 +7,12 @@ parameters, and ends with at least three exercises that all have folded solution
 Execution (marked ``book``): each chapter goes jupytext -> papermill (CI parameters from the
 front matter ``speechul: ci:``) with ``scripts/run_chapters.py``, once per session into a folder
 that ``tests/test_browser.py`` builds the rendered book from; an error in any cell, including a
-failing check cell, fails the test. Two temporary chapters prove the harness
-can fail and does inject parameters; a temporary book proves ``jupyter-book build`` fails when a
-chapter raises and that its Colab button opens the generated notebook.
+failing check cell, fails the test. After each chapter its folded exercise solutions that hold
+code run in the same kernel, each followed by the check its exercise asks the reader to pass,
+so a solution that stopped working fails too (they are hidden from the pages). Temporary
+chapters prove the harness can fail, injects parameters and runs the solutions; a temporary book
+proves ``jupyter-book build`` fails when a chapter raises and that its Colab button opens the
+generated notebook.
 """
 
 from __future__ import annotations
@@ -112,29 +115,12 @@ def test_chapter_parameters_cover_its_ci_values(chapter, tmp_path):
     assert declared == assigned, f"papermill cannot read {assigned - declared}"
 
 
-_DIRECTIVE = re.compile(r"^(`{3,}|:{3,})\{(exercise|solution)(-start)?\}[ \t]*(.*)$", re.M)
-
-
-def _directives(text: str) -> list[tuple[str, str, dict[str, str], int]]:
-    """(name, argument, options, offset) of every exercise/solution directive in a chapter."""
-    out = []
-    for match in _DIRECTIVE.finditer(text):
-        options = {}
-        for line in text[match.end() + 1:].splitlines():
-            option = re.match(r"^:([\w-]+):\s*(.*)$", line)
-            if not option:
-                break
-            options[option.group(1)] = option.group(2).strip()
-        out.append((match.group(2), match.group(4).strip(), options, match.start()))
-    return out
-
-
 def test_exercise_parser_sees_plain_and_gated_directives():
     text = ("```{exercise} One\n:label: a\n\nText\n```\n\n"
             ":::{exercise-start}\n:label: b\n:::\n\n"
             "```{solution} a\n:class: dropdown\n```\n\n"
             "```{solution-start} b\n:class: dropdown\n```\n")
-    found = [(name, arg, opts) for name, arg, opts, _ in _directives(text)]
+    found = [(name, arg, opts) for name, arg, opts, _, _ in notebooks.directives(text)]
     assert found == [("exercise", "One", {"label": "a"}), ("exercise", "", {"label": "b"}),
                      ("solution", "a", {"class": "dropdown"}),
                      ("solution", "b", {"class": "dropdown"})]
@@ -180,18 +166,15 @@ def test_chapter_ends_with_exercises_and_solutions(chapter):
     assert headings and headings[-1].group(1).startswith("Exercises"), (
         f"{chapter.name} must end with a '## Exercises' section")
     start = headings[-1].start()
-    found = _directives(text)
-    exercises = [(opts.get("label"), at) for name, _, opts, at in found if name == "exercise"]
-    solutions = {arg: opts for name, arg, opts, _ in found if name != "exercise"}
+    found = notebooks.directives(text)
+    exercises = [(opts.get("label"), at) for name, _, opts, at, _ in found if name == "exercise"]
+    solutions = {arg: opts for name, arg, opts, _, _ in found if name != "exercise"}
     assert len(exercises) >= 3, f"{chapter.name} has {len(exercises)} exercises, needs >= 3"
     for label, at in exercises:
         assert label, f"{chapter.name}: every exercise needs a :label:"
         assert at > start, f"{chapter.name}: exercise {label} is outside the Exercises section"
         assert label in solutions, f"{chapter.name}: exercise {label} has no solution"
         assert solutions[label].get("class") == "dropdown", f"solution {label}: :class: dropdown"
-
-
-_FENCED = re.compile(r"^~~~python\n(.*?)^~~~$", re.S | re.M)
 
 
 def _speechul_names(nb: nbformat.NotebookNode) -> dict[str, object]:
@@ -233,7 +216,7 @@ def test_fenced_code_names_what_speechul_has(chapter):
     attribute it uses must exist, and each keyword it passes to a speechul function must be one
     the function takes."""
     names = _speechul_names(notebooks.notebook(_existing(chapter)))
-    for block in _FENCED.findall(chapter.read_text()):
+    for block in notebooks.FENCED.findall(chapter.read_text()):
         for node in ast.walk(ast.parse(block)):
             if isinstance(node, ast.Attribute):
                 try:
@@ -290,7 +273,8 @@ def test_chapter_runs_with_ci_parameters(chapter, chapter_runs):
     assert outcome.status == "ok", (
         f"{chapter.name} failed: {outcome.error}\n{_error_cells(Path(outcome.notebook))}")
     budget = _front_matter(chapter).get("speechul", {}).get("timeout", DEFAULT_TIMEOUT)
-    assert outcome.seconds <= budget, f"{chapter.name} ran over its {budget} s CI budget"
+    seconds = outcome.seconds - outcome.solution_seconds  # the solutions are extra, not the page
+    assert seconds <= budget, f"{chapter.name} ran over its {budget} s CI budget"
 
 
 def _report(done: subprocess.CompletedProcess) -> str:
@@ -325,6 +309,38 @@ def test_harness_fails_a_chapter_that_raises(tmp_path):
     assert outcome.status == "failed"
     assert "deliberately broken" in outcome.error
     assert "deliberately broken" in _error_cells(Path(outcome.notebook))
+
+
+_EXERCISES = (
+    "\n## Exercises\n\n```{exercise} Doubling (coding)\n:label: ex-double\n\nWrite `double`:\n\n"
+    "~~~python\nassert double(SIZE) == SIZE * 2\n~~~\n```\n\n"
+    "```{solution} ex-double\n:class: dropdown\n\n~~~python\nSOLUTION\n~~~\n\nWhy.\n```\n\n"
+    "```{exercise} Talk\n:label: ex-talk\n\nNo code.\n```\n\n"
+    "```{solution} ex-talk\n:class: dropdown\n\nWords only.\n```\n")
+
+
+def test_solution_code_is_the_solution_then_the_exercise_check():
+    text = _EXERCISES.replace("SOLUTION", "def double(x):\n    return x + x")
+    assert notebooks.solution_code(text) == [
+        ("ex-double", "def double(x):\n    return x + x\n\nassert double(SIZE) == SIZE * 2\n")]
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("solution, fails", [("def double(x):\n    return x + x", False),
+                                             ("def double(x):\n    return x", True)])
+def test_harness_runs_the_coded_solutions(tmp_path, solution, fails):
+    """A wrong folded solution (or a check it no longer passes) fails the chapter and the
+    error names the exercise; the page itself would not show the appended cells."""
+    chapter = _toy_chapter(tmp_path / "toy.md", "x = 1")
+    chapter.write_text(chapter.read_text() + _EXERCISES.replace("SOLUTION", solution))
+    outcome = runner.execute_once(chapter, tmp_path / "out", cell_timeout=120)
+    assert outcome.status == ("failed" if fails else "ok"), outcome.error
+    if fails:
+        assert outcome.error.startswith("solution of exercise ex-double: AssertionError")
+    cells = nbformat.read(outcome.notebook, as_version=4).cells
+    assert [c.metadata.get("solution_of") for c in cells][-1] == "ex-double"
+    assert "remove-cell" in cells[-1].metadata.tags
+    assert 0 < outcome.solution_seconds <= outcome.seconds
 
 
 @pytest.mark.book

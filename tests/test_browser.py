@@ -88,10 +88,13 @@ def _build(root: Path) -> subprocess.CompletedProcess:
 
 
 def _expected(notebook: Path) -> dict[str, int]:
-    """What the executed notebook's outputs promise the page will show."""
+    """What the executed notebook's outputs promise the page will show (cells tagged
+    ``remove-cell``, such as the appended exercise solutions, are not on the page)."""
     nb = json.loads(notebook.read_text())
     counts = {"audio": 0, "widgets": 0, "figures": 0}
     for cell in nb["cells"]:
+        if "remove-cell" in cell.get("metadata", {}).get("tags", []):
+            continue
         for out in cell.get("outputs", []):
             data = out.get("data", {})
             counts["audio"] += "<audio" in "".join(data.get("text/html", ""))
