@@ -152,7 +152,8 @@ def _split_per_group(keys: Sequence[str], groups: Sequence[object]) -> list[int]
 
 
 def _missing(what: str, expected: Path, how: str) -> FileNotFoundError:
-    return FileNotFoundError(f"{what} not found: expected {expected}. {how}")
+    return FileNotFoundError(f"{what} not found: expected {expected}. {how} (Datasets are looked "
+                             "for under root=, else $SPEECHUL_DATA, else <cache>/datasets.)")
 
 
 @contextlib.contextmanager
@@ -177,5 +178,17 @@ def _download_guard(what: str, url: str, enabled: bool = True,
 
 
 def _walk(dataset: object, desc: str) -> list[tuple]:
-    """All ``get_metadata`` tuples of a torchaudio dataset (paths and labels; no audio read)."""
-    return [dataset.get_metadata(n) for n in progress(range(len(dataset)), desc=desc)]
+    """All ``get_metadata`` tuples of a torchaudio dataset (paths and labels; no audio read).
+
+    A listed file that is gone, or a LibriSpeech transcript without the utterance's line, is
+    named as a damaged dataset folder instead of torchaudio's bare ``Translation not found``.
+    """
+    out = []
+    for n in progress(range(len(dataset)), desc=desc):
+        try:
+            out.append(dataset.get_metadata(n))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{desc}: item {n} of {type(dataset).__name__} could not be "
+                             f"listed ({err}); the dataset folder looks incomplete or edited: "
+                             "extract its archive again") from None
+    return out

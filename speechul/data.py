@@ -52,6 +52,16 @@ class Source:
     load_waves: Callable[[torch.Tensor], torch.Tensor]
     sample_rate: int = 16_000
 
+    def __repr__(self) -> str:  # a line, not every label tensor (a notebook echoes it)
+        tasks = ", ".join(f"{t}: {len(n)} classes" for t, n in self.names.items())
+        return (f"Source({self.name!r}, {len(self.part)} clips, {_parts(self.part)}, {tasks}, "
+                f"{self.sample_rate} Hz, key={self.key!r})")
+
+
+def _parts(part: torch.Tensor) -> str:
+    """``train/val/test 240/80/80`` for a (N,) part tensor."""
+    return "/".join(PARTS) + " " + "/".join(str(int((part == i).sum())) for i in range(3))
+
 
 @dataclass(frozen=True, eq=False)
 class Corpus:
@@ -135,6 +145,11 @@ class Corpus:
     def __len__(self) -> int:
         return len(self.x)
 
+    def __repr__(self) -> str:
+        return (f"Corpus({self.name!r}, task={self.task!r}, {self.n_classes} classes, "
+                f"{len(self)} clips, {_parts(self.part)}, x={tuple(self.x.shape)} "
+                f"{str(self.x.dtype).removeprefix('torch.')} on {self.device})")
+
 
 class Batches:
     """Mini-batches of a subset of a corpus, drawn on the device with a seeded generator.
@@ -190,6 +205,12 @@ class Split:
     kept_test: torch.Tensor | None = None
     forgotten_val: torch.Tensor | None = None
     kept_val: torch.Tensor | None = None
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{name}={len(value)}" for name, value in vars(self).items()
+                          if isinstance(value, torch.Tensor))
+        targets = f", targets={list(self.targets)}" if self.targets else ""
+        return f"Split({self.kind!r}{targets}, {sizes}, corpus={self.corpus.name!r})"
 
     def subset(self, name: str) -> torch.Tensor:
         """The index tensor called ``name`` (``"forget"``, ``"retain"``, ``"test"``, ...)."""

@@ -15,9 +15,10 @@ layout torchaudio downloads to. Nothing is downloaded unless ``download=True``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -287,6 +288,18 @@ def _vox_check(root: Path, download: bool) -> None:
         raise _missing("VoxCeleb1 identification split", root / "iden_split.txt", how)
 
 
+@contextlib.contextmanager
+def _split_file(root: Path) -> Iterator[None]:
+    """torchaudio reads ``iden_split.txt`` with ``part, path = line.split()``: a blank or
+    malformed line fails there as a bare unpacking error; name the file and the fix."""
+    try:
+        yield
+    except ValueError as err:
+        raise ValueError(f"{root / 'iden_split.txt'} has a line that is not '<1|2|3> "
+                         f"<id>/<video>/<n>.wav' ({err}), a blank line included; use the "
+                         f"official file from {VOX_SPLIT_URL}") from None
+
+
 def voxceleb1(root: str | os.PathLike | None = None, crop_seconds: float = 3.0,
               crops_per_utterance: int = 1, n_speakers: int | None = None,
               max_per_speaker: int | None = None, download: bool = False,
@@ -308,7 +321,7 @@ def voxceleb1(root: str | os.PathLike | None = None, crop_seconds: float = 3.0,
     _vox_check(root, download)
     listing = []
     for part, subset in enumerate(("train", "dev", "test")):
-        with _download_guard("VoxCeleb1", VOX_PAGE, download):
+        with _download_guard("VoxCeleb1", VOX_PAGE, download), _split_file(root):
             dataset = torchaudio.datasets.VoxCeleb1Identification(root, subset=subset,
                                                                   download=download)
         listing += [(m[0], m[0].split("/")[0], part) for m in _walk(dataset, f"listing {subset}")]

@@ -34,6 +34,18 @@ def test_audio_returns_the_clip(tiny_corpus):
     assert 0 < abs(wave).max() <= 1
 
 
+def test_reprs_are_one_line_summaries(tiny_corpus):
+    """A notebook echoes these values: a line that says what they hold, not every label."""
+    split = data.forget_split(tiny_corpus.with_task("speaker"), "class", classes=[0])
+    lines = [repr(tiny_corpus.source), repr(tiny_corpus), repr(split)]
+    assert all("\n" not in line and "tensor(" not in line for line in lines), lines
+    train, val, test = (len(tiny_corpus.indices(p)) for p in data.PARTS)
+    assert f"train/val/test {train}/{val}/{test}" in lines[1]
+    assert f"x={tuple(tiny_corpus.x.shape)}" in lines[1] and "task='keyword'" in lines[1]
+    assert f"forget={len(split.forget)}, retain={len(split.retain)}" in lines[2]
+    assert f"targets=[{split.targets[0]!r}]" in lines[2]
+
+
 def test_sample_split(tiny_corpus):
     split = data.forget_split(tiny_corpus, "sample", fraction=0.1, seed=0)
     train = tiny_corpus.indices("train")

@@ -274,6 +274,28 @@ def test_missing_data_says_how_to_get_it(tmp_path: Path) -> None:
         data.load("voxceleb1", task="speaker", root=tmp_path)
 
 
+def test_missing_data_names_where_datasets_are_looked_for(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"root=, else \$SPEECHUL_DATA, else <cache>"):
+        data.load("speechcommands", root=tmp_path, device="cpu")
+
+
+def test_damaged_speaker_corpora_are_named(tmp_path: Path) -> None:
+    """A blank line in VoxCeleb's split file and a LibriSpeech transcript that lacks an
+    utterance fail inside torchaudio as bare unpacking / 'Translation not found' errors."""
+    vox = tmp_path / "vox"
+    make_voxceleb1(vox)
+    split = vox / "iden_split.txt"
+    split.write_text(split.read_text() + "\n")
+    with pytest.raises(ValueError, match=r"iden_split\.txt has a line that is not .*blank"):
+        datasets.voxceleb1(root=vox)
+    base = make_librispeech(tmp_path / "libri")
+    transcript = base / "train-clean-100" / "26" / "101" / "26-101.trans.txt"
+    transcript.write_text("".join(transcript.read_text().splitlines(True)[:-1]))
+    with pytest.raises(ValueError, match=r"listing train-clean-100: item \d+ of LIBRISPEECH "
+                                         r".*26-101-0009.*extract its archive again"):
+        datasets.librispeech(root=tmp_path / "libri")
+
+
 def test_failed_download_is_one_clear_error() -> None:
     import urllib.error
 

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from speechul import data, unlearn
+from speechul import data, experiments, unlearn
 
 
 def test_config_is_a_frozen_dataclass_of_the_defaults():
@@ -27,6 +27,31 @@ def test_config_rejects_what_run_rejects():
         unlearn.config("finetune", momentum=0.9)
     with pytest.raises(KeyError, match="unknown unlearning method"):
         unlearn.config("forget_everything")
+
+
+def test_value_checks_run_before_anything_trains(monkeypatch):
+    """A method's own value check (register(check=...)) runs in config(), so a grid refuses
+    scrub's max_steps above its epochs before the originals and Retrains train."""
+    with pytest.raises(ValueError, match=r"scrub: max_steps must be an int in \[0, epochs=2\]"):
+        unlearn.config("scrub", max_steps=3)
+    assert unlearn.config("scrub", max_steps=3, epochs=3).max_steps == 3
+    monkeypatch.setitem(unlearn.METHODS, "mine", None)  # removed again after the test
+    seen = []
+
+    def even(*, width: int, **_):
+        seen.append(width)
+        if width % 2:
+            raise ValueError(f"width must be even, got {width}")
+
+    @unlearn.register(check=even)
+    def mine(model, forget, retain, *, width: int = 2, lr: float = 1e-3):
+        return model
+
+    assert unlearn.METHODS["mine"] is mine
+    with pytest.raises(ValueError, match="mine: width must be even, got 3"):
+        experiments.Setting(methods=("mine",), hparams={"mine": {"width": 3}})
+    experiments.Setting(methods=("mine",), hparams={"mine": {"width": 4}})
+    assert seen == [3, 4]
 
 
 def test_run_with_a_config_equals_run_with_keywords(tiny_original, tiny_corpus):

@@ -56,7 +56,7 @@ class Unlearned:
     diverged: bool = False
 
 
-def register(fn: Method) -> Method:
+def register(fn: Method | None = None, *, check: Callable[..., None] | None = None) -> Any:
     """Add ``fn`` to :data:`METHODS` under its function name; re-registering replaces.
 
     Use as a decorator, also in a notebook cell. Replacing a built-in method from another module
@@ -75,8 +75,18 @@ def register(fn: Method) -> Method:
     - ``lr``, ``epochs``, ``steps`` and ``temperature`` must be positive (``epochs``/``steps``
       whole numbers) in every method that declares them;
     - return the unlearned model (edit ``model`` in place and return it, or a new one).
+
+    ``@register(check=fn)`` adds a value check: ``check(**hparams)`` gets every tunable
+    hyper-parameter (defaults filled in) and raises ValueError for values the method cannot run
+    with (``scrub``'s ``max_steps`` above its ``epochs``). It runs in :func:`config`, so a grid
+    (``experiments.Setting``) refuses bad values before any model trains, not when the method's
+    turn comes.
     """
+    if fn is None:
+        return functools.partial(register, check=check)
     _check_signature(fn)
+    if check is not None:
+        fn.__dict__[_CHECK] = check  # travels with the function to pool and Ray workers
     old = METHODS.get(fn.__name__)
     if old is not None and old.__module__ != fn.__module__ and old.__module__.startswith(
             "speechul."):
@@ -84,6 +94,8 @@ def register(fn: Method) -> Method:
     METHODS[fn.__name__] = fn
     return fn
 
+
+_CHECK = "speechul_check"  # the attribute holding a method's value check (register(check=))
 
 # run()'s own arguments: a hyper-parameter of that name would be taken by run, not the method.
 _RESERVED = ("method", "original", "split", "batch_size", "config")
@@ -165,6 +177,12 @@ def _bind(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
         value = bound.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise ValueError(f"{name}: {key} must be a whole number, got {value!r}")
+    check = getattr(_lookup(name), _CHECK, None)
+    if check is not None:
+        try:
+            check(**bound)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from None
     return bound
 
 

@@ -16,6 +16,8 @@ validation clips (10 % request; chapter 4, "Tuning").
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -73,7 +75,11 @@ def gradient_ascent(model: nn.Module, forget: Batches, retain: Batches, *,
     return model
 
 
-@register
+def _alpha(*, alpha: float, **_: Any) -> None:
+    S.check_range("alpha", alpha)
+
+
+@register(check=_alpha)
 def neggrad_plus(model: nn.Module, forget: Batches, retain: Batches, *,
                  epochs: int = 1, lr: float = 1e-3, alpha: float = 0.99) -> nn.Module:
     """NegGrad+: descend on retain and ascend on forget in the same step (Kurmanji et al. 2023).
@@ -81,7 +87,6 @@ def neggrad_plus(model: nn.Module, forget: Batches, retain: Batches, *,
     Loss per joint batch: alpha * CE(retain) - (1 - alpha) * CE(forget). Args: epochs over the
     longer of the two sets (the shorter cycles); lr; alpha in [0, 1], the weight of retain.
     """
-    S.check_range("alpha", alpha)
 
     def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         is_forget, labels = S.decode(y)
@@ -150,7 +155,12 @@ def bad_teacher(model: nn.Module, forget: Batches, retain: Batches, *,
     return model
 
 
-@register
+def _max_steps(*, epochs: int, max_steps: int, **_: Any) -> None:
+    if not (isinstance(max_steps, int) and 0 <= max_steps <= epochs):
+        raise ValueError(f"max_steps must be an int in [0, epochs={epochs}], got {max_steps!r}")
+
+
+@register(check=_max_steps)
 def scrub(model: nn.Module, forget: Batches, retain: Batches, *, epochs: int = 2,
           max_steps: int = 2, lr: float = 1e-3, alpha: float = 1.0, gamma: float = 1.0,
           temperature: float = 4.0) -> nn.Module:
@@ -161,8 +171,6 @@ def scrub(model: nn.Module, forget: Batches, retain: Batches, *, epochs: int = 2
     gamma * CE + alpha * KL(original || student). One optimizer spans both passes.
     Args: epochs; max_steps (epochs with a max pass, >= 0); lr; alpha; gamma; temperature.
     """
-    if not (isinstance(max_steps, int) and 0 <= max_steps <= epochs):
-        raise ValueError(f"max_steps must be an int in [0, epochs={epochs}], got {max_steps!r}")
     teacher = S.frozen_copy(model)
 
     def forget_loss(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -184,7 +192,13 @@ def scrub(model: nn.Module, forget: Batches, retain: Batches, *, epochs: int = 2
     return model
 
 
-@register
+def _fraction(*, fraction: float, **_: Any) -> None:
+    S.check_range("fraction", fraction)
+    if fraction == 0:
+        raise ValueError("fraction must be > 0: a SalUn mask of no weights cannot unlearn")
+
+
+@register(check=_fraction)
 def salun(model: nn.Module, forget: Batches, retain: Batches, *, fraction: float = 0.5,
           epochs: int = 1, lr: float = 1e-3, seed: int, n_classes: int) -> nn.Module:
     """SalUn: random-label unlearning that updates only the weights salient for the forget set.
@@ -193,15 +207,16 @@ def salun(model: nn.Module, forget: Batches, retain: Batches, *, fraction: float
     weights (globally) may move, the rest are frozen by a gradient mask.
     ``salun(fraction=1.0)`` is :func:`random_labels`. Args: fraction in (0, 1]; epochs; lr.
     """
-    S.check_range("fraction", fraction)
-    if fraction == 0:
-        raise ValueError("fraction must be > 0: a SalUn mask of no weights cannot unlearn")
     mask = S.saliency_mask(model, forget, fraction)
     return _relabel(model, forget, retain, epochs=epochs, lr=lr, seed=seed, n_classes=n_classes,
                     mask=mask, desc="salun")
 
 
-@register
+def _l1(*, l1: float, **_: Any) -> None:
+    S.check_range("l1", l1, 0.0, 1.0)
+
+
+@register(check=_l1)
 def l1_sparse(model: nn.Module, forget: Batches, retain: Batches, *, epochs: int = 2,
               lr: float = 3e-3, l1: float = 2e-4) -> nn.Module:
     """Fine-tune on retain with an L1 penalty that decays linearly to zero.
@@ -209,7 +224,6 @@ def l1_sparse(model: nn.Module, forget: Batches, retain: Batches, *, epochs: int
     Jia et al. (2023): a sparser model forgets more easily; the penalty is strongest at the
     start. Args: epochs over retain; lr; l1, the initial penalty weight on sum |w|.
     """
-    S.check_range("l1", l1, 0.0, 1.0)
     opt, sched = S.optimizer(model, lr, epochs * len(retain))
 
     def loss_with(strength: float) -> train.LossFn:
@@ -223,7 +237,12 @@ def l1_sparse(model: nn.Module, forget: Batches, retain: Batches, *, epochs: int
     return model
 
 
-@register
+def _selection(*, selection: float, dampening: float, **_: Any) -> None:
+    if not (selection > 0 and dampening > 0):
+        raise ValueError(f"selection and dampening must be positive, got {selection}, {dampening}")
+
+
+@register(check=_selection)
 def ssd(model: nn.Module, forget: Batches, retain: Batches, *, selection: float = 50.0,
         dampening: float = 1.0) -> nn.Module:
     """Selective Synaptic Dampening: shrink weights far more important to forget than to all data.
@@ -233,8 +252,6 @@ def ssd(model: nn.Module, forget: Batches, retain: Batches, *, selection: float 
     min(dampening * F_D / F_f, 1). No gradient step. Args: selection (the paper's alpha),
     dampening (lambda); both > 0.
     """
-    if not (selection > 0 and dampening > 0):
-        raise ValueError(f"selection and dampening must be positive, got {selection}, {dampening}")
     f_forget = S.fisher_diagonal(model, S.fixed_order(forget), desc="fisher (forget)")
     f_all = S.fisher_diagonal(model, S.fixed_order(forget, retain), desc="fisher (all)")
     with torch.no_grad():
@@ -247,7 +264,12 @@ def ssd(model: nn.Module, forget: Batches, retain: Batches, *, selection: float 
     return model
 
 
-@register
+def _k(*, k: int, **_: Any) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a whole number of stages >= 1, got {k!r}")
+
+
+@register(check=_k)
 def eu_k(model: nn.Module, forget: Batches, retain: Batches, *, k: int = 1, epochs: int = 9,
          lr: float = 3e-3, seed: int) -> nn.Module:
     """Exact unlearning of the last ``k`` stages: re-initialise them and train them on retain.
