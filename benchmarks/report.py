@@ -50,6 +50,7 @@ def machine(device: torch.device) -> dict[str, Any]:
 
     info: dict[str, Any] = {
         "cpu": cpu_model(),
+        "cpu_capability": cpu_capability(),
         "logical_cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "torch_threads": torch.get_num_threads(),
@@ -78,12 +79,22 @@ def cpu_family(model: str) -> str:
     return "-".join(re.sub(r"[^a-z0-9]+", " ", name).split()[:2]) or "unknown"
 
 
+def cpu_capability() -> str:
+    """The vector instructions torch's CPU kernels use here (``avx2``, ``avx512``, ...).
+
+    A virtual machine may name its CPU only "AMD EPYC": a Zen 3 (AVX2) and a Zen 4 (AVX-512)
+    then look alike, yet train at different speeds and, with different kernels, to slightly
+    different weights (the book's numbers move like another seed's).
+    """
+    return torch.backends.cpu.get_cpu_capability().lower()
+
+
 def machine_slug(device: torch.device) -> str:
-    """A file-name-safe machine tag, e.g. ``cpu-2cores-amd-epyc`` or ``cuda-nvidia-h200``."""
+    """A file-name-safe machine tag, e.g. ``cpu-2cores-amd-epyc-avx2`` or ``cuda-nvidia-h200``."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = f"cpu-{os.cpu_count()}cores-{cpu_family(cpu_model())}"
+        name = f"cpu-{os.cpu_count()}cores-{cpu_family(cpu_model())}-{cpu_capability()}"
     return re.sub(r"[^a-z0-9]+", "-", f"{device.type}-{name}".lower().replace("cpu-cpu", "cpu"))\
         .strip("-")
 
@@ -151,7 +162,7 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 def _machine_lines(m: dict, end: float | None = None) -> list[str]:
     gpu = m.get("gpu")
     lines = [
-        f"- CPU: {m.get('cpu')} ({m.get('logical_cores')} logical cores, "
+        f"- CPU: {m.get('cpu')}{_capability(m)} ({m.get('logical_cores')} logical cores, "
         f"{m.get('usable_cores')} usable; torch threads: {m.get('torch_threads')})",
         f"- torch {m.get('torch')}, torchaudio {m.get('torchaudio')}, Python {m.get('python')} "
         f"on {m.get('platform')}",
@@ -246,6 +257,11 @@ def _unlearning_lines(u: dict) -> list[str]:
     return [*lines, ""]
 
 
+def _capability(m: dict) -> str:
+    """`` (AVX2)`` when the machine record names its vector instructions, else nothing."""
+    return f" ({m['cpu_capability'].upper()})" if m.get("cpu_capability") else ""
+
+
 def _book_lines(b: dict) -> list[str]:
     lines = [
         "**(c) Executing the book** (each chapter of `_toc.yml` converted with jupytext and run "
@@ -282,7 +298,8 @@ def _book_comparison(results: list[tuple[str, dict]]) -> list[str]:
         text = _fmt(row["seconds"], 0) + ("" if row["ok"] else " (failed)")
         return f"**{text}**" if row["seconds"] > BOOK_BUDGET_S else text
 
-    head = [f"{r['machine'].get('cpu')} ({r['book'].get('date', '?')[:10]})" for _, r in books]
+    head = [f"{r['machine'].get('cpu')}{_capability(r['machine'])} "
+            f"({r['book'].get('date', '?')[:10]})" for _, r in books]
     lines = ["## The book on each machine", "",
              f"Seconds per chapter (default parameters, empty cache), from the sections below; "
              f"**bold**: over the {BOOK_BUDGET_S} s budget.", "",

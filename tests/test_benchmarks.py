@@ -149,8 +149,10 @@ def test_machines_of_the_same_core_count_get_their_own_results_file():
     assert report.cpu_family("AMD EPYC 7B13 64-Core Processor") == "amd-epyc"
     assert report.cpu_family("") == "unknown"
     slug = report.machine_slug(torch.device("cpu"))
-    assert slug.startswith(f"cpu-{os.cpu_count()}cores-") and slug.endswith(
-        report.cpu_family(report.cpu_model()))
+    family, capability = report.cpu_family(report.cpu_model()), report.cpu_capability()
+    assert slug == f"cpu-{os.cpu_count()}cores-{family}-{capability}", slug
+    # a virtual "AMD EPYC" with AVX2 (Zen 3) and one with AVX-512 (Zen 4) get their own files
+    assert capability in {"default", "avx2", "avx512", "zvector"}, capability
 
 
 def test_quiet_wait_is_bounded():
