@@ -143,6 +143,9 @@ def parser() -> argparse.ArgumentParser:
                       help="epochs of the original model and of Retrain")
     grid.add_argument("--hparams", type=_json, default={},
                       help='per-method overrides as JSON, e.g. \'{"scrub": {"epochs": 3}}\'')
+    grid.add_argument("--holdout", choices=experiments.HOLDOUTS, default="test",
+                      help="score on test clips, or on validation clips to tune without "
+                           "looking at the test set (rows are kept apart)")
     grid.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
     grid.add_argument("--processes", type=_positive, default=1,
                       help="worker processes of this machine (default 1: all in this one)")
@@ -175,7 +178,8 @@ def _settings(args: argparse.Namespace,
             speakers=args.speakers, methods=methods,
             seeds=args.seeds, dataset=args.dataset,
             size=args.size, recipe=train.TrainConfig(epochs=args.epochs), hparams=args.hparams,
-            device=args.device) for task in args.task for fraction in fractions]
+            device=args.device, holdout=args.holdout)
+            for task in args.task for fraction in fractions]
     except ValueError as err:
         hint = " (a method of your own: --import its module)" if "unknown method" in str(
             err) else ""

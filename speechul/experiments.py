@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -28,9 +29,10 @@ from torch import nn
 
 from . import data, metrics, runners, train, unlearn
 from ._runtime import atomic_save, cache_dir, checked_load, fingerprint, progress
-from .setting import GROUP, REFERENCE, Setting
+from .setting import GROUP, HOLDOUTS, REFERENCE, Setting
 
-__all__ = ["Setting", "run", "run_many", "run_one", "reference", "summary", "GROUP"]
+__all__ = ["Setting", "run", "run_many", "run_one", "reference", "summary", "GROUP",
+           "HOLDOUTS"]
 
 
 def _options(setting: Setting) -> str:
@@ -107,14 +109,14 @@ def reference(setting: Setting, seed: int) -> tuple[nn.Module, float]:
 # same row, and evaluating Retrain once instead of once per method saves about a third of a
 # grid's evaluation time.
 _SECONDS_NOW: dict[tuple[str, int], float] = {}
-_REFERENCE_ROWS: dict[tuple[str, int], dict[str, float]] = {}
+_REFERENCE_ROWS: dict[tuple, dict[str, float]] = {}
 
 
 def _stamp(path: Path) -> tuple[str, int]:
     return str(path), path.stat().st_mtime_ns
 
 
-def _once(store: dict, key: tuple[str, int], compute: Callable[[], Any]) -> Any:
+def _once(store: dict, key: tuple, compute: Callable[[], Any]) -> Any:
     """``store[key]``, computed on first use; bounded, so a long session need not keep them all."""
     if key not in store:
         if len(store) >= 64:
@@ -123,8 +125,19 @@ def _once(store: dict, key: tuple[str, int], compute: Callable[[], Any]) -> Any:
     return store[key]
 
 
-def _reference_row(model: nn.Module, split: data.Split, path: Path) -> dict[str, float]:
-    return _once(_REFERENCE_ROWS, _stamp(path), lambda: metrics.evaluate(model, split))
+def _reference_row(model: nn.Module, split: data.Split, path: Path,
+                   holdout: str) -> dict[str, float]:
+    return _once(_REFERENCE_ROWS, (*_stamp(path), holdout),
+                 lambda: metrics.evaluate(model, split))
+
+
+def _scored(split: data.Split, holdout: str) -> data.Split:
+    """The split a run is scored on: with ``holdout="val"`` the validation clips stand in for
+    the test clips everywhere a score reads them (accuracy, the attacker's non-members)."""
+    if holdout == "test":
+        return split
+    return dataclasses.replace(split, test=split.val, forgotten_test=split.forgotten_val,
+                               kept_test=split.kept_val)
 
 
 def _registered(todo: Todo) -> runners.Registered:
@@ -145,7 +158,9 @@ def run_one(setting: Setting, method: str, seed: int) -> dict[str, Any]:
     """Unlearn with one method for one seed and evaluate against Retrain: one result row."""
     original, split = _load(setting, seed)
     ref_model, ref_seconds = reference(setting, seed)
-    ref_row = _reference_row(ref_model, split, _reference_path(setting, original, seed))
+    scored = _scored(split, setting.holdout)
+    ref_row = _reference_row(ref_model, scored, _reference_path(setting, original, seed),
+                             setting.holdout)
     if method == REFERENCE:
         model, seconds, hp, diverged = ref_model, ref_seconds, {}, False
     else:
@@ -155,7 +170,7 @@ def run_one(setting: Setting, method: str, seed: int) -> dict[str, Any]:
                                      split.corpus.device, seed + 10_000)
     # Retrain's row as the reference (the same numbers as passing its model, computed once),
     # plus the one comparison that needs its outputs.
-    row = metrics.evaluate(model, split, reference=ref_row, random_model=random_model)
+    row = metrics.evaluate(model, scored, reference=ref_row, random_model=random_model)
     row["js_to_reference"] = metrics.js_divergence(model, ref_model, split.corpus, split.forget)
     return {**setting.describe(), "method": method, "overrides": setting.overrides(method),
             "seed": seed, **row,
@@ -196,6 +211,8 @@ def _read(results: Path | None) -> dict[RunId, dict]:
                 continue
             raise ValueError(f"{results}:{number} is not a result row ({err}); remove that "
                              "line to resume") from None
+    for row in rows:
+        row.setdefault("holdout", "test")  # rows written before holdouts existed were test rows
     return {_row_id(r): r for r in rows}
 
 

@@ -18,9 +18,13 @@ from typing import Any
 from . import train, unlearn
 from ._runtime import default_device, fingerprint, precision
 
-__all__ = ["Setting", "REFERENCE", "GROUP"]
+__all__ = ["Setting", "REFERENCE", "GROUP", "HOLDOUTS"]
 
 REFERENCE = "retrain"
+
+#: The clips that play "unseen data" when a run is scored: ``test`` for the numbers one reports,
+#: ``val`` for choosing hyper-parameters (never tune on the clips you report).
+HOLDOUTS = ("test", "val")
 
 #: The columns that name one request and one method variant: a summary over seeds groups by
 #: them (``setting`` tells apart recipes and data options; ``overrides``, tuned variants).
@@ -45,6 +49,10 @@ class Setting:
             caps the clips per class, as a chapter's ``SIZE`` does).
         recipe: the training recipe of the original model and of Retrain.
         hparams: per-method overrides, e.g. ``{"scrub": {"epochs": 3}}``.
+        holdout: ``"test"``, or ``"val"`` to tune: every ``test``-named number of a row (test
+            accuracy, the attacker's non-members, a class request's kept/forgotten test
+            accuracy) is then computed on the validation clips, and the rows are kept apart
+            from the test rows (:attr:`key`). Retrain is the same model either way.
     """
 
     task: str = "keyword"
@@ -62,6 +70,7 @@ class Setting:
     vary_original: bool = False
     hparams: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     device: str | None = None
+    holdout: str = "test"
 
     def __post_init__(self) -> None:
         for name in ("classes", "speakers"):  # "yes" is one keyword, not y, e and s
@@ -78,6 +87,8 @@ class Setting:
         if self.kind == "sample" and not (self.fraction is None or 0 < self.fraction < 1):
             raise ValueError(f"fraction must be in (0, 1), got {self.fraction}")
         _check_device(self.device)
+        if self.holdout not in HOLDOUTS:
+            raise ValueError(f"holdout must be one of {list(HOLDOUTS)}, got {self.holdout!r}")
         if not isinstance(self.hparams, Mapping):
             raise ValueError(f"hparams must map method names to overrides, got {self.hparams!r}")
         for method, overrides in self.hparams.items():
@@ -95,14 +106,15 @@ class Setting:
         methods tried on it, their overrides, or the seeds): a results file written in fp32 is
         not resumed by a bf16 run. A row is identified by this key, its method, the method's
         :meth:`variant` and its seed, so tuning one method re-runs that method alone."""
-        return fingerprint(self.reference_key, precision(default_device(self.device)))
+        parts = [self.reference_key, precision(default_device(self.device))]
+        return fingerprint(*parts, *([self.holdout] if self.holdout != "test" else []))
 
     @property
     def reference_key(self) -> str:
         """Identifies Retrain's request and recipe: no other method's hyper-parameters, so that
         tuning a method never retrains the reference."""
         fields = asdict(self)
-        for name in ("methods", "seeds", "device", "hparams"):
+        for name in ("methods", "seeds", "device", "hparams", "holdout"):
             fields.pop(name)
         return fingerprint(fields, dict(self.hparams.get(REFERENCE, {})))
 
@@ -125,7 +137,7 @@ class Setting:
         what = {"sample": self.fraction, "class": ",".join(self.classes),
                 "speaker": ",".join(self.speakers)}[self.kind]
         return {"dataset": self.dataset, "size": self.size, "task": self.task,
-                "kind": self.kind, "forget": what, "setting": self.key}
+                "kind": self.kind, "forget": what, "holdout": self.holdout, "setting": self.key}
 
 
 def _check_device(device: str | None) -> None:

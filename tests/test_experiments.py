@@ -99,6 +99,7 @@ def test_cli_reproduces_the_table(table, tmp_path, capsys):
     (["grid", "--kind", "class"], "argument --classes: a 'class' request names what"),
     (["grid", "--methods", "finetune", "--hparams", '{"scrub": {"epochs": 3}}'],
      "['scrub'] not in --methods"),
+    (["grid", "--holdout", "train"], "argument --holdout: invalid choice: 'train'"),
 ])
 def test_bad_arguments_are_usage_errors(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -135,6 +136,27 @@ def test_tuning_a_method_reruns_that_method_alone(table, tmp_path, monkeypatch):
     assert sorted(counts.overrides) == ['{"epochs": 1}', "{}"] and (counts.n == 2).all()
     labels = list(plots.results._stats(both, "gap_mean").index)
     assert labels == ["retrain", "finetune", "gradient_ascent", 'finetune {"epochs": 1}']
+
+
+def test_tuning_scores_on_validation_clips_and_keeps_the_rows_apart(table, tmp_path):
+    """holdout="val": the same Retrain (not retrained), every test-named score computed on the
+    validation clips, and rows under their own key, so a tuning run and the reported table
+    never resume from, or average with, each other."""
+    frame, path = table
+    results = tmp_path / "results.jsonl"
+    shutil.copy(path, results)
+    tuning = dataclasses.replace(SETTING, holdout="val", seeds=(0,))
+    assert tuning.reference_key == SETTING.reference_key and tuning.key != SETTING.key
+    rows = experiments.run(tuning, results=results).set_index("method")
+    assert (rows.holdout == "val").all() and (frame.holdout == "test").all()
+    assert (rows.test_acc == rows.val_acc).all()  # the validation clips stand in for test
+    test = frame[frame.seed == 0].set_index("method")
+    pd.testing.assert_series_equal(rows.retain_acc, test.retain_acc)  # same models
+    assert (rows.test_acc != test.test_acc).any() and rows.loc["retrain", "gap_mean"] == 0
+    both = experiments.summary(pd.concat([frame, rows.reset_index()]))
+    assert len(both.query("method == 'finetune' and metric == 'gap_mean'")) == 2
+    with pytest.raises(ValueError, match=r"holdout must be one of \['test', 'val'\]"):
+        dataclasses.replace(SETTING, holdout="train")
 
 
 def test_a_changed_method_runs_again_and_a_torn_last_line_is_skipped(table, tmp_path,
