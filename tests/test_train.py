@@ -137,12 +137,13 @@ torch.manual_seed(0)
 model = models.build("cnn", 10).to(memory_format=torch.channels_last)
 x, y = torch.randn(64, 1, 40, 101), torch.randint(0, 10, (64,))
 faults = []
-for _ in range(10):
+for _ in range(16):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     F.cross_entropy(model(x), y).backward()
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-# The median step: one step in a few pays a stray ~1,000 faults either way (heap growth).
-print(speechul._runtime.keep_freed_memory(), int(statistics.median(faults[2:])))
+# The median step after six of warm-up (the heap still grows for up to four steps, by ~1,000-2,000
+# faults each): one step in a few pays a stray ~1,000 faults either way.
+print(speechul._runtime.keep_freed_memory(), int(statistics.median(faults[6:])))
 """
 
 
@@ -160,7 +161,9 @@ def test_freed_memory_is_kept_so_steps_do_not_fault():
     # glibc's own policy: usually 3,000-7,000 faults per step here, but its dynamic mmap
     # threshold can absorb most of them in a given run (510 in one CI run). Tuned steps fault
     # ~never: 0 in eight runs of eight steps alone, 60 in one run inside the full suite (a
-    # slightly fragmented heap still grows a little), so the bound leaves room for that.
+    # slightly fragmented heap still grows a little), so the bound leaves room for that; a
+    # median over steps 3-10 once read 377 in the suite (the heap still growing at step 4), so
+    # the median skips six warm-up steps.
     assert tuned[1] <= 200, tuned
     assert default[1] >= 5 * max(tuned[1], 10), (tuned, default)
 
