@@ -421,6 +421,17 @@ def test_a_class_request_has_one_key_whatever_its_fraction():
     assert dataclasses.replace(SETTING, fraction=0.2).key != SETTING.key  # samples: it counts
 
 
+def test_a_class_request_tunes_on_its_validation_clips(tmp_path):
+    """holdout="val" on a class request: the forgotten and kept classes' test accuracies (what
+    chapter 5's target reads) come from their validation clips, Retrain's row too."""
+    tuning = experiments.Setting(kind="class", classes=("yes",), size="tiny", recipe=RECIPE,
+                                 methods=("finetune",), device="cpu", holdout="val")
+    rows = experiments.run(tuning, results=tmp_path / "results.jsonl").set_index("method")
+    for part in ("kept", "forgotten"):
+        assert (rows[f"{part}_test_acc"] == rows[f"{part}_val_acc"]).all(), part
+    assert rows.loc["retrain", "gap_mean"] == 0 and rows.loc["retrain", "forgotten_test_acc"] == 0
+
+
 def test_the_command_line_warns_of_diverged_runs(table, tmp_path, capsys, monkeypatch):
     frame, _ = table
     marked = frame.assign(diverged=(frame.method == "finetune") & (frame.seed == 1))
