@@ -174,9 +174,9 @@ def execute(chapter: Path, out: Path, parameters: dict[str, Any],
     source = out / f".{chapter.stem}.source.ipynb"
     target = out / f"{chapter.stem}.ipynb"
     nb = notebooks.notebook(chapter)
-    declared = _declared(nb, source)
     if solutions:
-        nbformat.write(with_solutions(nb, chapter), source)
+        with_solutions(nb, chapter)
+    declared = _declared(nb, source)  # writes the source papermill runs
     given = {k: v for k, v in parameters.items() if k in declared}
     os.environ.update(KERNEL_ENV)
     start, error = time.perf_counter(), ""

@@ -102,12 +102,13 @@ class Setting:
 
     @property
     def key(self) -> str:
-        """Identifies the request, recipe, Retrain's overrides and training precision (not the
-        methods tried on it, their overrides, or the seeds): a results file written in fp32 is
-        not resumed by a bf16 run. A row is identified by this key, its method, the method's
-        :meth:`variant` and its seed, so tuning one method re-runs that method alone."""
-        parts = [self.reference_key, precision(default_device(self.device))]
-        return fingerprint(*parts, *([self.holdout] if self.holdout != "test" else []))
+        """Identifies the request, recipe, Retrain's overrides, training precision and holdout
+        (not the methods tried on it, their overrides, or the seeds): a results file written in
+        fp32 is not resumed by a bf16 run, nor a test table by a tuning run. A row is identified
+        by this key, its method, the method's :meth:`variant` and its seed, so tuning one method
+        re-runs that method alone."""
+        holdout = () if self.holdout == "test" else (self.holdout,)  # test keys predate holdouts
+        return fingerprint(self.reference_key, precision(default_device(self.device)), *holdout)
 
     @property
     def reference_key(self) -> str:
