@@ -211,6 +211,27 @@ def test_eu_k_retrains_only_the_top_and_keeps_the_trunk(tiny_original, sample_sp
     assert _same(after, _state(again.model))
 
 
+@pytest.mark.parametrize("forget_rows", [[0, 3, 4], [], list(range(8))])
+def test_bad_teacher_asks_each_clip_one_teacher(tiny_original, tiny_corpus, forget_rows):
+    # by_rows runs each row through one network only, yet equals computing both on the batch
+    # (eval mode: a clip's output is its own), also when every row, or none, is a forget row.
+    from speechul.unlearn import _shared
+    good = _shared.frozen_copy(tiny_original.model)
+    bad = _shared.reinitialised(tiny_original.model, seed=1)
+    x = tiny_corpus.x[:8]
+    mask = torch.zeros(8, dtype=torch.bool)
+    mask[forget_rows] = True
+    seen = []
+    good.register_forward_hook(lambda _m, args, _o: seen.append(("good", len(args[0]))))
+    bad.register_forward_hook(lambda _m, args, _o: seen.append(("bad", len(args[0]))))
+    with torch.no_grad():
+        out = _shared.by_rows(mask, bad, good, x)
+        seen_once = list(seen)
+        expected = torch.where(mask[:, None], bad(x), good(x))
+    torch.testing.assert_close(out, expected)
+    assert sum(n for _, n in seen_once) == 8, seen_once  # eight rows, eight forward passes
+
+
 def test_eu_k_names_what_it_needs(tiny_original, sample_split):
     with pytest.raises(ValueError, match="k must be between"):
         unlearn.run("eu_k", tiny_original, sample_split, k=9)

@@ -127,6 +127,25 @@ def mixed(forget: Batches, retain: Batches) -> Batches:
                    retain.batch_size, seed=seed)
 
 
+def by_rows(mask: torch.Tensor, if_true: nn.Module, if_false: nn.Module,
+            x: torch.Tensor) -> torch.Tensor:
+    """``if_true(x[mask])`` and ``if_false(x[~mask])`` in place of each other's rows: (B, C).
+
+    For eval-mode networks, whose outputs are per clip, this equals
+    ``torch.where(mask[:, None], if_true(x), if_false(x))`` at half the cost: each row goes
+    through one network instead of both.
+    """
+    out = None
+    for rows, net in ((mask, if_true), (~mask, if_false)):
+        if rows.any():
+            part = net(x[rows])
+            out = part.new_empty((len(x), *part.shape[1:])) if out is None else out
+            out[rows] = part
+    if out is None:
+        raise ValueError("by_rows needs a non-empty batch")
+    return out
+
+
 def decode(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(is_forget (B,) bool, labels (B,)) from a :func:`pairs` label batch."""
     is_forget = y < 0

@@ -145,8 +145,8 @@ def bad_teacher(model: nn.Module, forget: Batches, retain: Batches, *,
 
     def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         is_forget, _ = S.decode(y)
-        with torch.no_grad():
-            target = torch.where(is_forget[:, None], bad(x), good(x))
+        with torch.no_grad():  # each clip asks its own teacher only: one forward pass, not two
+            target = S.by_rows(is_forget, bad, good, x)
         return S.kl(m(x), target, temperature)
 
     opt, sched = S.optimizer(model, lr, epochs * len(both))
