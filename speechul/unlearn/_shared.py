@@ -129,7 +129,8 @@ def mixed(forget: Batches, retain: Batches) -> Batches:
 
 def by_rows(mask: torch.Tensor, if_true: nn.Module, if_false: nn.Module,
             x: torch.Tensor) -> torch.Tensor:
-    """``if_true(x[mask])`` and ``if_false(x[~mask])`` in place of each other's rows: (B, C).
+    """Row i is ``if_true(x[i])`` where ``mask[i]``, else ``if_false(x[i])``: x (B, ...) -> (B, C),
+    each network run only on its own rows.
 
     For eval-mode networks, whose outputs are per clip, this equals
     ``torch.where(mask[:, None], if_true(x), if_false(x))`` at half the cost: each row goes
