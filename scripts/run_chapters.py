@@ -58,10 +58,12 @@ _spec.loader.exec_module(notebooks)
 CELL_TIMEOUT = float(notebooks.config(ROOT)["execute"]["timeout"])
 SOLUTION_TAG = "solution"  # the cells --solutions appends
 CI_TIMEOUT = 300  # seconds for one chapter's CI run (3 min budget on 2 cores, with margin)
-# Kernels inherit these: quiet progress bars, two threads on a shared machine, inline figures.
-KERNEL_ENV = {"SPEECHUL_QUIET": "1", "OMP_NUM_THREADS": "2",
-              # figures as PNG outputs (an outer MPLBACKEND=Agg would drop them)
-              "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+# Kernels inherit these: quiet progress bars, inline figures (an outer MPLBACKEND=Agg would drop
+# them).
+KERNEL_ENV = {"SPEECHUL_QUIET": "1", "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+# ... and these unless the caller set them (scripts/robustness.py varies them): two threads on a
+# shared machine, and claims that fail the run instead of only showing a box (speechul.claims).
+KERNEL_DEFAULTS = {"OMP_NUM_THREADS": "2", "SPEECHUL_CLAIMS": "strict"}
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,8 @@ def execute(chapter: Path, out: Path, parameters: dict[str, Any],
     declared = _declared(nb, source)  # writes the source papermill runs
     given = {k: v for k, v in parameters.items() if k in declared}
     os.environ.update(KERNEL_ENV)
+    for name, value in KERNEL_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     start, error = time.perf_counter(), ""
     try:
         papermill.execute_notebook(str(source), str(target), parameters=given,

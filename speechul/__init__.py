@@ -9,6 +9,8 @@ A notebook needs only this import::
 
 from . import (
     audits,
+    claims,
+    cost,
     data,
     digits,
     experiments,
@@ -31,6 +33,6 @@ keep_freed_memory()  # faster CPU training on glibc, same numbers; see its docst
 
 __version__ = "0.1.0"
 
-__all__ = ["audits", "data", "digits", "experiments", "features", "metrics", "models", "plots",
-           "probes", "runners", "sisa", "synth", "train", "unlearn", "widgets", "default_device",
+__all__ = ["audits", "claims", "cost", "data", "digits", "experiments", "features", "metrics",
+           "models", "plots", "probes", "runners", "sisa", "synth", "train", "unlearn", "widgets", "default_device",
            "evaluate", "seed_everything"]

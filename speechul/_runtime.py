@@ -30,6 +30,10 @@ __all__ = [
     "eval_chunk",
     "keep_freed_memory",
     "seed_everything",
+    "seed_offset",
+    "shifted",
+    "generator",
+    "numerics",
     "cache_dir",
     "fingerprint",
     "cached",
@@ -93,11 +97,55 @@ def keep_freed_memory() -> bool:
     return bool(mmap_set and trim_set)
 
 
+def seed_offset() -> int:
+    """``$SPEECHUL_SEED_OFFSET`` (default 0): added to every seed the package draws from.
+
+    Initial weights, forget draws, batch orders and the methods' randomness all shift by it (the
+    corpus does not: it is the data). A chapter run with an offset is the same chapter on other
+    seeds, which is what another machine's arithmetic amounts to: a claim that holds only for
+    the seeds it was written with fails here. It is part of every trained model's cache key
+    (:func:`numerics`).
+    """
+    raw = os.environ.get("SPEECHUL_SEED_OFFSET", "0") or "0"
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"SPEECHUL_SEED_OFFSET must be a whole number, got {raw!r}") from None
+
+
+def shifted(seed: int) -> int:
+    """``seed`` plus :func:`seed_offset`: the seed actually drawn from."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"a seed must be a whole number, got {seed!r}")
+    return int(seed) + seed_offset()
+
+
+def generator(seed: int) -> torch.Generator:
+    """A CPU generator seeded with ``shifted(seed)``: every seeded draw of the package uses one
+    of these (or :func:`seed_everything`), so the seed offset reaches all of them."""
+    return torch.Generator().manual_seed(shifted(seed) % 2**63)
+
+
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch so that CPU runs are bitwise repeatable."""
+    """Seed Python, NumPy and torch (with :func:`shifted`) so CPU runs are bitwise repeatable."""
+    seed = shifted(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def numerics(device: torch.device) -> dict[str, Any]:
+    """Everything besides the recipe that changes a trained model's floating-point numbers.
+
+    Float sums depend on the thread count (CPU), the device, the precision and torch's kernels;
+    the seed offset changes every draw. Each trained model's cache key holds this, so a cache
+    filled under one of them is never served under another (a 1-thread run after a 2-thread one
+    trains its own models instead of reading the other's and reporting its numbers).
+    """
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"{device.type}:{torch.get_num_threads()} threads")
+    return {"precision": precision(device), "device": where, "torch": torch.__version__,
+            "seed_offset": seed_offset()}
 
 
 def cache_dir(path: str | os.PathLike | None = None) -> Path:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import train
-from ._runtime import cache_dir, cached, fingerprint, precision, progress
+from ._runtime import cache_dir, cached, fingerprint, generator, numerics, progress
 from .data import Batches, Corpus
 from .metrics import predict
 
@@ -77,7 +77,7 @@ class Shadows:
 def _keep_matrix(n_shadows: int, pool_size: int, seed: int) -> torch.Tensor:
     """(S, P) bool with each clip IN for exactly half the shadows (Carlini et al.'s scheme):
     every clip then has IN and OUT statistics, which random halves would not guarantee."""
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     ranks = torch.rand(n_shadows, pool_size, generator=g).argsort(0).argsort(0)
     return ranks < n_shadows // 2
 
@@ -97,7 +97,7 @@ def shadows(corpus: Corpus, recipe: train.TrainConfig, n: int = 8, seed: int = 0
     pool = torch.cat([corpus.indices(p) for p in parts]).sort().values
     keep_pool = _keep_matrix(n, len(pool), seed)
     key = fingerprint(corpus.key, corpus.task, tuple(corpus.x.shape[1:]), asdict(recipe), n,
-                      seed, list(parts), precision(corpus.device))
+                      seed, list(parts), numerics(corpus.device))
     scores = []
     for s in progress(range(n), desc="shadow models"):
         def build(s: int = s) -> torch.Tensor:
@@ -201,7 +201,7 @@ def _relearn_clips(forget: torch.Tensor, retain: torch.Tensor | None, n_relearn:
     if not 0 < n_relearn < len(forget):
         raise ValueError(f"n_relearn must be in [1, {len(forget) - 1}] to leave held-out clips, "
                          f"got {n_relearn}")
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     order = forget[torch.randperm(len(forget), generator=g).to(forget.device)]
     taught, held = order[:n_relearn], order[n_relearn:]
     if not n_retain:

@@ -21,7 +21,7 @@ import torch
 
 from . import features as feats
 from . import synth
-from ._runtime import default_device, fingerprint
+from ._runtime import default_device, fingerprint, generator
 
 __all__ = ["PARTS", "Source", "Corpus", "Batches", "Split", "LOADERS", "load", "forget_split",
            "as_indices"]
@@ -165,7 +165,7 @@ class Batches:
         self.x, self.y = x, y
         self.indices = indices.to(x.device)
         self.batch_size, self.shuffle = batch_size, shuffle
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = generator(seed)
 
     def __len__(self) -> int:
         return (len(self.indices) + self.batch_size - 1) // self.batch_size
@@ -366,7 +366,7 @@ def _sample_forget(corpus: Corpus, train: torch.Tensor, fraction: float | None,
         return forget
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     n = max(1, round(fraction * len(train)))
     return train[torch.randperm(len(train), generator=g)[:n].to(train.device)].sort().values
 

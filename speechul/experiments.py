@@ -21,7 +21,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 import torch
@@ -31,7 +31,7 @@ from . import data, metrics, runners, train, unlearn
 from ._runtime import atomic_save, cache_dir, checked_load, fingerprint, progress
 from .setting import GROUP, HOLDOUTS, REFERENCE, Setting
 
-__all__ = ["Setting", "run", "run_many", "run_one", "reference", "summary", "GROUP",
+__all__ = ["Setting", "run", "run_many", "run_one", "reference", "Reference", "summary", "GROUP",
            "HOLDOUTS"]
 
 
@@ -72,43 +72,41 @@ def refuse_diverged(out: unlearn.Unlearned) -> None:
                            "reference to cache; lower the recipe's learning rate")
 
 
-def reference(setting: Setting, seed: int) -> tuple[nn.Module, float]:
-    """The Retrain model for (setting, seed) and its seconds: trained once, then cached.
+class Reference(NamedTuple):
+    """A request's Retrain: the model, the seconds its training took, its work in GFLOP."""
 
-    The seconds are the training run's own when this process trained it. A Retrain from the
-    cache is timed at the machine's speed now instead: its step count times the mean step of a
-    short training run (``train.speed_probe``), measured once per checkpoint and process, just
-    before the request's methods run. A cache filled on a busy or slow day would otherwise skew
-    every time fraction computed against it.
+    model: nn.Module
+    seconds: float
+    cost: float
+
+
+def reference(setting: Setting, seed: int) -> Reference:
+    """The Retrain model for (setting, seed), its seconds and its cost: trained once, cached.
+
+    ``cost`` (GFLOP, :mod:`speechul.cost`) is what budgets compare with: it is the same on
+    every machine. ``seconds`` are those of the run that trained it (measured like every
+    method's: one run, wall-clock), reported only.
     """
     original, split = _load(setting, seed)
     corpus = split.corpus
     hp = dict(setting.hparams.get(REFERENCE, {}))
     path = _reference_path(setting, original, seed)
     saved = checked_load(path)
-    if saved is not None and "steps" not in saved:
-        saved = None  # from before step counts were kept: train again, so it can be timed now
     model = train.fresh_model(setting.recipe, corpus.n_classes, corpus.device, seed)
     if saved is None:
         out = unlearn.run(REFERENCE, original, split, seed=seed, **hp)
         refuse_diverged(out)
         state = {k: v.detach().cpu() for k, v in out.model.state_dict().items()}
-        steps = setting.recipe.epochs * len(split.batches("retain", setting.recipe.batch_size))
-        saved = {"state_dict": state, "seconds": out.seconds, "steps": steps}
+        saved = {"state_dict": state, "seconds": out.seconds, "cost": out.cost}
         atomic_save(saved, path)
-        _once(_SECONDS_NOW, _stamp(path), lambda: out.seconds)
     model.load_state_dict(saved["state_dict"])
-    seconds = _once(_SECONDS_NOW, _stamp(path),
-                    lambda: saved["steps"] * train.speed_probe(setting.recipe, corpus))
-    return model.eval(), float(seconds)
+    return Reference(model.eval(), float(saved["seconds"]), float(saved["cost"]))
 
 
 # Per Retrain checkpoint (its path and modification time), kept in memory only and never on
-# disk, so a change to the metrics can never serve a stale value: its seconds now (see
-# ``reference``) and its own result row. Every method of a (setting, seed) is compared with the
-# same row, and evaluating Retrain once instead of once per method saves about a third of a
-# grid's evaluation time.
-_SECONDS_NOW: dict[tuple[str, int], float] = {}
+# disk, so a change to the metrics can never serve a stale value: its own result row. Every
+# method of a (setting, seed) is compared with the same row, and evaluating Retrain once instead
+# of once per method saves about a third of a grid's evaluation time.
 _REFERENCE_ROWS: dict[tuple, dict[str, float]] = {}
 
 
@@ -157,15 +155,16 @@ def _registered(todo: Todo) -> runners.Registered:
 def run_one(setting: Setting, method: str, seed: int) -> dict[str, Any]:
     """Unlearn with one method for one seed and evaluate against Retrain: one result row."""
     original, split = _load(setting, seed)
-    ref_model, ref_seconds = reference(setting, seed)
+    ref_model, ref_seconds, ref_cost = reference(setting, seed)
     scored = _scored(split, setting.holdout)
     ref_row = _reference_row(ref_model, scored, _reference_path(setting, original, seed),
                              setting.holdout)
     if method == REFERENCE:
-        model, seconds, hp, diverged = ref_model, ref_seconds, {}, False
+        model, seconds, work, hp, diverged = ref_model, ref_seconds, ref_cost, {}, False
     else:
         out = unlearn.run(method, original, split, seed=seed, **setting.hparams.get(method, {}))
-        model, seconds, hp, diverged = out.model, out.seconds, out.hparams, out.diverged
+        model, seconds, work = out.model, out.seconds, out.cost
+        hp, diverged = out.hparams, out.diverged
     random_model = train.fresh_model(setting.recipe, split.corpus.n_classes,
                                      split.corpus.device, seed + 10_000)
     # Retrain's row as the reference (the same numbers as passing its model, computed once),
@@ -174,6 +173,7 @@ def run_one(setting: Setting, method: str, seed: int) -> dict[str, Any]:
     row["js_to_reference"] = metrics.js_divergence(model, ref_model, split.corpus, split.forget)
     return {**setting.describe(), "method": method, "overrides": setting.overrides(method),
             "seed": seed, **row,
+            "cost": work, "retrain_cost": ref_cost, "cost_fraction": work / ref_cost,
             "seconds": seconds, "retrain_seconds": ref_seconds,
             "time_fraction": seconds / ref_seconds, "diverged": diverged,
             "hparams": json.dumps(hp, sort_keys=True, default=str)}
@@ -227,9 +227,9 @@ def _append(results: Path | None, row: dict) -> None:
         os.fsync(handle.fileno())
 
 
-def _prepare(setting: Setting, seed: int) -> float:
+def _prepare(setting: Setting, seed: int) -> None:
     """Train (or find in the cache) the original and Retrain of one (setting, seed)."""
-    return reference(setting, seed)[1]
+    reference(setting, seed)
 
 
 Todo = list[tuple[Setting, str, int]]
@@ -333,12 +333,19 @@ def run_many(settings: Iterable[Setting], *, results: str | os.PathLike | None =
     if not settings:
         raise ValueError("give at least one setting")
     path = None if results is None else Path(results)
-    done = _read(path)
-    planned = _plan(settings)
-    todo = [run for run in planned if _run_id(*run) not in done]
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
     threads = threads or max(1, torch.get_num_threads() // processes)
+    with runners.threads(threads):  # row keys hold the thread count the runs will use
+        return _run_planned(settings, path, ray_address, processes, threads)
+
+
+def _run_planned(settings: list[Setting], path: Path | None, ray_address: str | None,
+                 processes: int, threads: int) -> pd.DataFrame:
+    """:func:`run_many`'s body, at the runs' thread count."""
+    done = _read(path)
+    planned = _plan(settings)
+    todo = [run for run in planned if _run_id(*run) not in done]
     if ray_address is not None and todo:
         rows: Iterator[dict] = _on(runners.ray(ray_address, threads, _registered(todo)), todo)
     elif processes > 1 and len(todo) > 1:
@@ -348,11 +355,10 @@ def run_many(settings: Iterable[Setting], *, results: str | os.PathLike | None =
     # A run's variant is named here, where the methods' code is: a Ray worker on another
     # machine may not be able to read a method's source.
     variants = {(s.key, m, s.overrides(m)): s.variant(m) for s, m, _ in planned}
-    with runners.threads(threads):
-        for row in progress(rows, total=len(todo), desc="grid"):
-            row = {**row, "variant": variants[(row["setting"], row["method"], row["overrides"])]}
-            done[_row_id(row)] = row
-            _append(path, row)
+    for row in progress(rows, total=len(todo), desc="grid"):
+        row = {**row, "variant": variants[(row["setting"], row["method"], row["overrides"])]}
+        done[_row_id(row)] = row
+        _append(path, row)
     return pd.DataFrame([done[_run_id(*run)] for run in planned])
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._runtime import eval_chunk
+from ._runtime import eval_chunk, generator
 from .data import Corpus, Split
 
 __all__ = [
@@ -171,7 +171,7 @@ def mia_classifier(model: nn.Module, split: Split, seed: int = 0) -> float:
     n = min(len(members), len(non_members))
     if n < 2 or len(split.forget) == 0:
         return math.nan
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     pick = lambda idx: idx[torch.randperm(len(idx), generator=g)[:n].to(idx.device)]  # noqa: E731
     members, non_members = pick(members), pick(non_members)
     feats = [_attack_features(_logits(model, corpus, idx), _labels(model, corpus, idx))

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import train, unlearn
-from ._runtime import default_device, fingerprint, precision
+from ._runtime import default_device, fingerprint, numerics
 
 __all__ = ["Setting", "REFERENCE", "GROUP", "HOLDOUTS"]
 
@@ -102,13 +102,14 @@ class Setting:
 
     @property
     def key(self) -> str:
-        """Identifies the request, recipe, Retrain's overrides, training precision and holdout
-        (not the methods tried on it, their overrides, or the seeds): a results file written in
-        fp32 is not resumed by a bf16 run, nor a test table by a tuning run. A row is identified
-        by this key, its method, the method's :meth:`variant` and its seed, so tuning one method
-        re-runs that method alone."""
+        """Identifies the request, recipe, Retrain's overrides, the numerics (precision, device,
+        thread count, torch version, seed offset: ``_runtime.numerics``) and holdout (not the
+        methods tried on it, their overrides, or the seeds): a results file written in fp32 or
+        at 1 thread is not resumed by a bf16 or 2-thread run, nor a test table by a tuning run.
+        A row is identified by this key, its method, the method's :meth:`variant` and its seed,
+        so tuning one method re-runs that method alone."""
         holdout = () if self.holdout == "test" else (self.holdout,)  # test keys predate holdouts
-        return fingerprint(self.reference_key, precision(default_device(self.device)), *holdout)
+        return fingerprint(self.reference_key, numerics(default_device(self.device)), *holdout)
 
     @property
     def reference_key(self) -> str:

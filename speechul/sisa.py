@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import train
-from ._runtime import Timer, fingerprint, progress
+from ._runtime import Timer, fingerprint, generator, progress
 from .data import Batches, Corpus, as_indices
 
 __all__ = ["Sharded", "fit", "forget", "train_shard", "stage_epochs", "sisa", "as_trained"]
@@ -154,7 +154,7 @@ def _layout(corpus: Corpus, shards: int, slices: int, seed: int,
     if len(train_idx) < shards * slices:
         raise ValueError(f"{len(train_idx)} training clips cannot fill {shards} shards x "
                          f"{slices} slices")
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     train_idx = train_idx[torch.randperm(len(train_idx), generator=g)]
     if group is None:
         parts = list(torch.tensor_split(train_idx, shards))

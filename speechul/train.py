@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import models
+from . import cost, models
 from ._runtime import (
     Timer,
     atomic_save,
@@ -26,14 +26,14 @@ from ._runtime import (
     checked_load,
     eval_chunk,
     fingerprint,
-    precision,
+    numerics,
     progress,
     seed_everything,
 )
 from .data import Batches, Corpus
 
 __all__ = ["TrainConfig", "Trained", "Diverged", "one_epoch", "fit", "fresh_model", "train_on",
-           "original", "cross_entropy", "speed_probe"]
+           "original", "cross_entropy"]
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -73,13 +73,15 @@ class Diverged(RuntimeError):
 
 @dataclass
 class Trained:
-    """A trained model with what made it: recipe, per-epoch history, seconds, cache key."""
+    """A trained model with what made it: recipe, per-epoch history, seconds, cache key, and
+    ``cost``: the work of training it in GFLOP (:mod:`speechul.cost`), the same on every machine."""
 
     model: nn.Module
     recipe: TrainConfig
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     key: str = ""
+    cost: float = 0.0
 
 
 def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -171,7 +173,8 @@ def fit(model: nn.Module, train: Batches, recipe: TrainConfig, *, val: Batches |
                          max_grad_norm=recipe.max_grad_norm)
         row = {"epoch": epoch + 1, "loss": loss}
         if val is not None:
-            row["val_acc"] = _accuracy(model, val.x[val.indices], val.y[val.indices])
+            with cost.uncounted():  # a measurement, not part of the training's work
+                row["val_acc"] = _accuracy(model, val.x[val.indices], val.y[val.indices])
         history.append(row)
         bar.set_postfix({k: round(v, 3) for k, v in row.items() if k != "epoch"})
     model.eval()
@@ -186,41 +189,6 @@ def fresh_model(recipe: TrainConfig, n_classes: int, device: torch.device, seed:
     return model.to(memory_format=torch.channels_last)
 
 
-def speed_probe(recipe: TrainConfig, corpus: Corpus, *, steps: int = 24,
-                rounds: int = 3) -> float:
-    """Seconds of one training step of the recipe on this corpus, measured now.
-
-    The step is ``fit``'s (:func:`one_epoch`: the recipe's loss, clipping and optimizer) on
-    training clips, after three warm-up steps, so ``n * probe`` estimates what a run of ``n``
-    steps would take on the machine as it is now. Wall-clock times kept in a cache go stale
-    when the machine's speed changes (a shared virtual machine here ran the same training 40 %
-    slower an hour later); ``experiments.reference`` rescales a cached Retrain with it. The
-    ``steps`` are timed in ``rounds`` and the fastest round's mean is returned (as ``timeit``
-    does): a few seconds of another process competing for the cores slowed a single 24-step
-    probe up to 25-fold (CPU threads spin-waiting for each other) and made a cached Retrain
-    look 16 times as slow as its own training run, while a machine that is slow throughout is
-    slow in every round. Draws no global random numbers (the caller's seeds are untouched).
-    """
-    devices = [corpus.device] if corpus.device.type == "cuda" else []
-    per_round = max(1, steps // rounds)
-    with torch.random.fork_rng(devices=devices):
-        model = models.build(recipe.arch, corpus.n_classes, width=recipe.width)
-        model = model.to(corpus.device, memory_format=torch.channels_last)
-        optimizer, loss_fn = _optimizer(model, recipe), _recipe_loss(recipe)
-
-        def batches(n: int) -> Batches:
-            indices = corpus.indices("train")[: n * recipe.batch_size]
-            return Batches(corpus.x, corpus.y, indices, recipe.batch_size)
-
-        one_epoch(model, batches(3), loss_fn, optimizer, max_grad_norm=recipe.max_grad_norm)
-        timed, seconds = batches(per_round), []
-        for _ in range(rounds):
-            with Timer() as timer:
-                one_epoch(model, timed, loss_fn, optimizer, max_grad_norm=recipe.max_grad_norm)
-            seconds.append(timer.seconds / len(timed))
-    return min(seconds)
-
-
 def train_on(corpus: Corpus, indices: torch.Tensor, recipe: TrainConfig, seed: int = 0, *,
              val: torch.Tensor | None = None, desc: str = "training") -> Trained:
     """Train a fresh model on the given corpus indices (the original uses all of train)."""
@@ -228,9 +196,9 @@ def train_on(corpus: Corpus, indices: torch.Tensor, recipe: TrainConfig, seed: i
     batches = Batches(corpus.x, corpus.y, indices, recipe.batch_size, seed=seed)
     val_batches = (None if val is None else
                    Batches(corpus.x, corpus.y, val, eval_chunk(corpus.device), shuffle=False))
-    with Timer() as timer:
+    with Timer() as timer, cost.counting() as work:
         history = fit(model, batches, recipe, val=val_batches, desc=desc)
-    return Trained(model, recipe, history, timer.seconds)
+    return Trained(model, recipe, history, timer.seconds, cost=work.gflop)
 
 
 def original(corpus: Corpus, recipe: TrainConfig = TrainConfig(), seed: int = 0, *,
@@ -241,18 +209,19 @@ def original(corpus: Corpus, recipe: TrainConfig = TrainConfig(), seed: int = 0,
     checksum and retrained, never silently used.
     """
     key = fingerprint(corpus.key, corpus.task, tuple(corpus.x.shape[1:]), asdict(recipe), seed,
-                      precision(corpus.device))
+                      numerics(corpus.device))
     path = cache_dir(cache) / "models" / f"original-{key}.pt"
     saved = checked_load(path) if use_cache else None
     if saved is not None:
         model = fresh_model(recipe, corpus.n_classes, corpus.device, seed)
         model.load_state_dict(saved["state_dict"])
-        return Trained(model.eval(), recipe, saved["history"], saved["seconds"], key)
+        return Trained(model.eval(), recipe, saved["history"], saved["seconds"], key,
+                       saved["cost"])
     trained = train_on(corpus, corpus.indices("train"), recipe, seed, val=corpus.indices("val"),
                        desc=f"training {corpus.task} model")
     trained.key = key
     if use_cache:
         state = {k: v.detach().cpu() for k, v in trained.model.state_dict().items()}
         atomic_save({"state_dict": state, "history": trained.history,
-                     "seconds": trained.seconds}, path)
+                     "seconds": trained.seconds, "cost": trained.cost}, path)
     return trained

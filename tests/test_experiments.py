@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import torch
 
+import speechul as su
 from speechul import cli, data, experiments, plots, train
-from speechul._runtime import Timer
 
 RECIPE = train.TrainConfig(epochs=3)  # what `--epochs 3` on the command line builds
 SETTING = experiments.Setting(task="keyword", kind="sample", fraction=0.1, size="tiny",
@@ -238,69 +238,21 @@ def test_one_thread_workers_match_one_thread_in_process(tmp_path, monkeypatch):
 
 
 
-def test_cached_retrain_seconds_follow_the_machine_speed(table, monkeypatch):
-    """A Retrain read from the cache is timed now: its step count times the probe's mean step."""
+def test_a_cached_retrain_keeps_its_cost_and_rows_compare_work(table):
+    """Budgets compare work: a row's cost fraction is its GFLOP over its Retrain's, and
+    fine-tuning's two epochs on the retain set are exactly 2/epochs of Retrain's work."""
     original, split = experiments._load(SETTING, 0)
     saved = experiments.checked_load(experiments._reference_path(SETTING, original, 0))
-    assert saved["steps"] == RECIPE.epochs * -(-len(split.retain) // RECIPE.batch_size)
-    experiments._SECONDS_NOW.clear()  # as in a new process
-    calls = []
-
-    def probe(*args, **kwargs):
-        calls.append(args)
-        return 0.5
-
-    monkeypatch.setattr(experiments.train, "speed_probe", probe)
-    _, seconds = experiments.reference(SETTING, 0)
-    assert seconds == pytest.approx(0.5 * saved["steps"])
+    ref = experiments.reference(SETTING, 0)
+    assert (ref.cost, ref.seconds) == (saved["cost"], saved["seconds"]) and ref.cost > 0
     rows = experiments.run(SETTING)
-    assert len(calls) == len(SETTING.seeds)  # once per checkpoint, not once per method
-    retrain = rows[(rows.method == "retrain") & (rows.seed == 0)].iloc[0]
-    assert retrain.seconds == pytest.approx(0.5 * saved["steps"])
+    assert (rows.cost_fraction == rows.cost / rows.retrain_cost).all()
     finetune = rows[(rows.method == "finetune") & (rows.seed == 0)].iloc[0]
-    assert finetune.time_fraction == pytest.approx(finetune.seconds / (0.5 * saved["steps"]))
+    epochs = su.unlearn.defaults("finetune")["epochs"]
+    assert finetune.cost_fraction == pytest.approx(epochs / RECIPE.epochs, rel=1e-9)
+    retrain = rows[(rows.method == "retrain") & (rows.seed == 0)].iloc[0]
+    assert retrain.cost == ref.cost and retrain.cost_fraction == 1.0
 
-
-def test_a_retrain_trained_here_keeps_its_own_seconds(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPEECHUL_CACHE", str(tmp_path))
-    monkeypatch.setattr(experiments.train, "speed_probe", lambda *a, **k: pytest.fail("probed"))
-    setting = dataclasses.replace(SETTING, seeds=(0,))
-    _, seconds = experiments.reference(setting, 0)
-    original, _ = experiments._load(setting, 0)
-    path = experiments._reference_path(setting, original, 0)
-    assert seconds == experiments.checked_load(path)["seconds"] > 0
-    assert experiments.reference(setting, 0)[1] == seconds  # and on every later call here
-
-
-def test_the_speed_probe_times_training_steps_and_leaves_the_random_stream_alone(tiny_corpus):
-    torch.manual_seed(5)
-    expected = torch.rand(3)
-    torch.manual_seed(5)
-    step = train.speed_probe(RECIPE, tiny_corpus, steps=2)
-    assert torch.equal(torch.rand(3), expected)
-    n = len(tiny_corpus.indices("train"))
-    with Timer() as timer:
-        train.train_on(tiny_corpus, tiny_corpus.indices("train"), RECIPE)
-    steps = RECIPE.epochs * -(-n // RECIPE.batch_size)
-    assert 0.3 < step * steps / timer.seconds < 3  # the same kind of step as a training run's
-
-
-
-def test_the_speed_probe_keeps_the_fastest_round(tiny_corpus, monkeypatch):
-    """Another process competing for the cores for a few seconds slows one round (up to 25-fold
-    on 2 cores), not the estimate: the fastest round's mean step is the machine's speed."""
-    rounds = iter([4.0, 0.4, 2.0])
-
-    class Burst:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.seconds = next(rounds)
-
-    monkeypatch.setattr(train, "Timer", Burst)
-    assert len(tiny_corpus.indices("train")) >= 2 * RECIPE.batch_size
-    assert train.speed_probe(RECIPE, tiny_corpus, steps=6, rounds=3) == pytest.approx(0.4 / 2)
 
 _ORPHAN = """
 import os, sys, time

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._runtime import progress
+from .._runtime import progress, shifted
 from ..data import Batches
 
 #: Where :func:`epoch_loop` keeps the weights from before the current epoch (``run`` restores them).
@@ -74,7 +74,7 @@ def reset_(module: nn.Module, seed: int) -> nn.Module:
     device = next(module.parameters()).device
     cuda = [device] if device.type == "cuda" else []  # CUDA weights draw from the CUDA RNG
     with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
+        torch.manual_seed(shifted(seed))
         for part in module.modules():
             if hasattr(part, "reset_parameters"):
                 part.reset_parameters()

@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from .. import train
+from .. import cost, train
 from .._runtime import Timer, fingerprint, seed_everything
 from ..data import Batches, Split
 from ..metrics import predict
@@ -47,6 +47,9 @@ class Unlearned:
 
     ``hparams`` are the bound hyper-parameters (defaults filled in); ``diverged`` is True when
     the method hit a non-finite loss or weights and the last finite weights were returned.
+    ``cost`` is the run's work in GFLOP (:mod:`speechul.cost`): budgets compare it with
+    Retrain's, counted the same way, because it is the same on every machine; ``seconds`` are
+    wall-clock, reported but never a budget.
     """
 
     model: nn.Module
@@ -54,6 +57,7 @@ class Unlearned:
     hparams: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     diverged: bool = False
+    cost: float = 0.0
 
 
 def register(fn: Method | None = None, *, check: Callable[..., None] | None = None) -> Any:
@@ -258,7 +262,7 @@ def run(method: str, original: train.Trained, split: Split, *, seed: int = 0,
     model = copy.deepcopy(original.model)
     seed_everything(seed)
     reason = None
-    with Timer() as timer:
+    with Timer() as timer, cost.counting() as work:
         try:
             out = fn(model, forget=forget, retain=retain, **bound, **injected)
         except train.Diverged as err:
@@ -266,5 +270,5 @@ def run(method: str, original: train.Trained, split: Split, *, seed: int = 0,
     if not isinstance(out, nn.Module):
         raise TypeError(f"method {method!r} returned {type(out).__name__}, not an nn.Module")
     out, diverged = _settle(method, out, model, original.model, reason)
-    return Unlearned(out.eval(), method, bound, timer.seconds, diverged)
+    return Unlearned(out.eval(), method, bound, timer.seconds, diverged, work.gflop)
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import metrics, train
+from .._runtime import generator
 from ..data import Batches
 from . import _shared as S
 from .core import register
@@ -103,7 +104,7 @@ def _relabel(model: nn.Module, forget: Batches, retain: Batches, *, epochs: int,
              seed: int, n_classes: int, mask: dict[str, torch.Tensor] | None,
              desc: str) -> nn.Module:
     """Train on retain (true labels) and forget (a random *wrong* label each time) mixed."""
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     both = S.mixed(forget, retain)
 
     def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
