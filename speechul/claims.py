@@ -11,7 +11,8 @@ each claim as one of two kinds and never asserts a bare number:
   :meth:`Claims.below` (a quantity is smaller than another by more than ``k`` standard errors
   of their paired difference), :meth:`Claims.close` (two quantities differ by no more than a
   floor plus ``k`` standard errors), :meth:`Claims.at_most` (a quantity's mean is under a bound
-  the text states, up to ``k`` standard errors).
+  the text states, up to ``k`` standard errors). A statistical claim with fewer than three seeds
+(a CI-size run) is shown as *not checked*: one seed has no spread to judge by.
 
 Everything else a chapter measures is reported, not asserted.
 
@@ -91,6 +92,7 @@ class Claims:
 
     title: str
     k: float = 2.0  # standard errors of margin in statistical claims
+    min_n: int = 3  # seeds a statistical claim needs; fewer: shown as "not checked", not judged
     items: list[Claim] = field(default_factory=list)
 
     def invariant(self, holds: bool, text: str, measured: str = "") -> bool:
@@ -108,6 +110,8 @@ class Claims:
         ``paired``: a[i] and b[i] share seed i (the same request), so the spread is that of
         b - a per seed; otherwise the two standard errors add in quadrature.
         """
+        if self._too_few(text, a, b):
+            return True
         k = self.k if k is None else k
         diff, se = _difference(b, a, paired)
         measured = (f"{_fmt(a)} vs {_fmt(b)}: difference {diff:.3g}, "
@@ -121,6 +125,8 @@ class Claims:
         ``floor`` is a noise level measured in the same run (e.g. Retrain against another
         Retrain); 0 means "within the seeds' own spread".
         """
+        if self._too_few(text, a, b):
+            return True
         k = self.k if k is None else k
         diff, se = _difference(a, b, paired)
         margin = floor + k * se
@@ -131,11 +137,23 @@ class Claims:
     def at_most(self, a: Sequence[float], bound: float, text: str, *,
                 k: float | None = None) -> bool:
         """mean(a) <= ``bound`` + ``k`` SE: the mean is not credibly above a stated bound."""
+        if self._too_few(text, a):
+            return True
         k = self.k if k is None else k
         mean, se = mean_se(a)
         measured = f"{_fmt(a)}: allowed <= {bound:.3g} + {k:g} x SE {se:.3g}"
         return self._add(mean - k * se <= bound if math.isfinite(se) else mean <= bound,
                          text, measured, "statistic")
+
+    def _too_few(self, text: str, *sides: Sequence[float]) -> bool:
+        """Record a statistical claim with fewer than ``min_n`` seeds as *not checked* (shown
+        in the table, never silently dropped, never passed off as holding on one seed)."""
+        n = min(sum(1 for v in side if v is not None and math.isfinite(v)) for side in sides)
+        if n >= self.min_n:
+            return False
+        self._add(True, text, f"not checked: {n} seed(s), a statistic needs {self.min_n}",
+                  "not checked")
+        return True
 
     def _add(self, holds: bool, text: str, measured: str, kind: str) -> bool:
         self.items.append(Claim(text, holds, measured, kind))
@@ -156,7 +174,9 @@ class Claims:
                               f"did not hold:\n{lines}")
 
     def _repr_markdown_(self) -> str:
-        rows = "\n".join(f"| {'yes' if c.holds else '**NO**'} | {c.kind} | {c.text} | "
+        verdict = {True: "yes", False: "**NO**"}
+        rows = "\n".join(f"| {'-' if c.kind == 'not checked' else verdict[c.holds]} | "
+                         f"{c.kind} | {c.text} | "
                          f"{c.measured} |" for c in self.items)
         return f"| holds | kind | claim | measured |\n|---|---|---|---|\n{rows}\n"
 

@@ -20,10 +20,14 @@ def test_below_needs_the_difference_beyond_its_own_spread():
     assert [x.holds for x in c.items] == [True, False, False]
 
 
-def test_one_seed_never_passes_a_statistical_claim():
+def test_one_seed_is_shown_as_not_checked_never_as_holding():
     c = claims.Claims("t")
-    assert not c.below([1.0], [100.0], "one seed has no spread to judge by")
+    c.below([1.0], [100.0], "one seed has no spread to judge by")
+    c.close([1.0, 2.0], [1.0, 2.0], "two neither")
+    assert [x.kind for x in c.items] == ["not checked", "not checked"]
+    assert "| - | not checked |" in c._repr_markdown_()
     assert claims.mean_se([2.0]) == (2.0, math.inf)
+    assert not claims.Claims("t", min_n=1).below([1.0], [100.0], "judged: SE is infinite")
 
 
 def test_close_allows_the_floor_plus_the_spread():
