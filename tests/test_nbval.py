@@ -92,3 +92,12 @@ def test_nbval_fails_an_edited_chapter_with_a_wrong_claim(tmp_path):
     number = next(i for i, c in enumerate(_code(out / "01_data.ipynb")) if c.source == CLAIM)
     assert f"01_data.ipynb::Cell {number}" in done.stdout, report
     assert "claim: this chapter runs on the default corpus" in done.stdout, report
+
+
+def test_instructors_are_given_the_command():
+    """README's Contributing and the instructor guide name the command ``make nbval`` runs."""
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^nbval:.*\n\t.*scripts/nbval_notebooks\.py", makefile, re.M)
+    for page in (ROOT / "README.md", ROOT / "book" / "instructor_guide.md"):
+        text = page.read_text()
+        assert "make nbval ONLY=" in text and "scripts/nbval_notebooks.py --only" in text, page
