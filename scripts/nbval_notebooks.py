@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         params = runner.load_params(args.params, chapters)
     except (KeyError, ValueError, OSError) as err:
         parser.error(str(err))
-    paths = write(chapters, args.out, params, args.solutions)
+    paths = write(chapters, args.out.resolve(), params, args.solutions)  # pytest runs in ROOT
     if args.write_only:
         print("\n".join(str(p) for p in paths))
         return 0

@@ -101,3 +101,11 @@ def test_instructors_are_given_the_command():
     for page in (ROOT / "README.md", ROOT / "book" / "instructor_guide.md"):
         text = page.read_text()
         assert "make nbval ONLY=" in text and "scripts/nbval_notebooks.py --only" in text, page
+
+
+def test_solutions_option_appends_the_coded_solutions():
+    """``--solutions`` validates the folded solutions too, as extra cells after the chapter."""
+    chapter = ROOT / "book" / "03_forgetting.md"
+    nb = nbval.parameterised(chapter, {}, solutions=True)
+    labels = [label for label, _ in nbval.notebooks.solution_code(chapter.read_text())]
+    assert labels and [c.metadata.get("solution_of") for c in nb.cells][-len(labels):] == labels
