@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine (see README):
 #   make test   lint + the whole test suite (every chapter executed with CI parameters)
 #   make book   execute every chapter on the embedded corpus and build the HTML book
+#   make nbval  pytest --nbval-lax on the chapters with their CI parameters (ONLY=04: one)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -46,6 +47,12 @@ book: $(STAMP) $(VENDORED)
 		rm -rf _build/.jupyter_cache; fi
 	SPEECHUL_QUIET=1 $(BIN)/jupyter-book build . --all
 	$(SOURCES_SUM) > $(BUILT_WITH)
+
+# After editing a chapter: pytest --nbval-lax on it with its CI parameters (every cell a test, a
+# failing check fails), notebooks written to _build/nbval/. One chapter: make nbval ONLY=04
+.PHONY: nbval
+nbval: $(STAMP)
+	$(BIN)/python scripts/nbval_notebooks.py $(if $(ONLY),--only $(ONLY))
 
 clean:
 	rm -rf _build
