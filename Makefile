@@ -45,7 +45,7 @@ book: $(STAMP) $(VENDORED)
 	@if [ "$$($(SOURCES_SUM))" != "$$(cat $(BUILT_WITH) 2>/dev/null)" ] && [ -d _build/.jupyter_cache ]; then \
 		echo "speechul or its pinned versions changed since the last build: every chapter runs again"; \
 		rm -rf _build/.jupyter_cache; fi
-	SPEECHUL_QUIET=1 $(BIN)/jupyter-book build . --all
+	SPEECHUL_QUIET=1 SPEECHUL_CLAIMS=strict $(BIN)/jupyter-book build . --all
 	$(SOURCES_SUM) > $(BUILT_WITH)
 
 # After editing a chapter: pytest --nbval-lax on it with its CI parameters (every cell a test, a
