@@ -17,6 +17,7 @@ from . import (
     features,
     metrics,
     models,
+    noise,
     plots,
     probes,
     runners,
@@ -34,5 +35,5 @@ keep_freed_memory()  # faster CPU training on glibc, same numbers; see its docst
 __version__ = "0.1.0"
 
 __all__ = ["audits", "claims", "cost", "data", "digits", "experiments", "features", "metrics",
-           "models", "plots", "probes", "runners", "sisa", "synth", "train", "unlearn", "widgets",
-           "default_device", "evaluate", "seed_everything"]
+           "models", "noise", "plots", "probes", "runners", "sisa", "synth", "train", "unlearn",
+           "widgets", "default_device", "evaluate", "seed_everything"]

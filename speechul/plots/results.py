@@ -108,17 +108,26 @@ def metric_bars(table: Any, metrics: Sequence[str] = ("forget_acc", "retain_acc"
     return fig
 
 
-def gap_vs_time(table: Any, reference: str | None = "retrain", ax: Axes | None = None) -> Figure:
-    """Mean gap to Retrain (points) against seconds (log scale), one labelled point per method.
+_COST_AXES = {"seconds": "seconds (log scale)",
+              "cost_fraction": "work, share of Retrain's (log scale)"}
 
-    The ideal method sits in the bottom-left corner: as close to Retrain as possible, far
-    faster. Retrain itself is drawn as a vertical line at its cost (its gap is 0 by definition).
+
+def gap_vs_time(table: Any, reference: str | None = "retrain", ax: Axes | None = None, *,
+                x: str = "seconds") -> Figure:
+    """Mean gap to Retrain (points) against cost (log scale), one labelled point per method.
+
+    ``x``: ``"seconds"`` (wall-clock, this machine's) or ``"cost_fraction"`` (work as a share of
+    Retrain's, the same on every machine: the axis budgets are drawn on). The ideal method sits
+    in the bottom-left corner: as close to Retrain as possible, far cheaper. Retrain itself is
+    drawn as a vertical line at its cost (its gap is 0 by definition).
     """
+    if x not in _COST_AXES:
+        raise ValueError(f"x must be one of {list(_COST_AXES)}, got {x!r}")
     if ax is None:
         fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     else:
         fig = ax.figure
-    gap, seconds = _stats(table, "gap_mean") * 100.0, _stats(table, "seconds")
+    gap, seconds = _stats(table, "gap_mean") * 100.0, _stats(table, x)
     labels = []
     for i, method in enumerate(gap.index):
         if method == reference:
@@ -129,11 +138,12 @@ def gap_vs_time(table: Any, reference: str | None = "retrain", ax: Axes | None =
         labels.append(ax.annotate(method, (seconds.loc[method, "mean"], gap.loc[method, "mean"]),
                                   textcoords="offset points", xytext=(5, 4), fontsize=8))
     if reference is not None and reference in seconds.index:
+        unit = f"{seconds.loc[reference, 'mean']:.0f} s" if x == "seconds" else "1.0"
         ax.axvline(seconds.loc[reference, "mean"], color="black", linestyle="--",
-                   label=f"{reference} ({seconds.loc[reference, 'mean']:.0f} s)")
+                   label=f"{reference} ({unit})")
         ax.legend(loc="lower left", fontsize=8)
     ax.set_xscale("log")
-    ax.set_xlabel("seconds (log scale)")
+    ax.set_xlabel(_COST_AXES[x])
     ax.set_ylabel(_label("gap_mean"))
     top = float(np.nanmax(gap["mean"] + gap["std"])) if len(gap) else 1.0
     ax.set_ylim(0, 1.2 * top + 0.5)  # room for the labels above the highest point
