@@ -181,11 +181,13 @@ def bench_unlearning(corpus: su.data.Corpus, recipe: su.train.TrainConfig, fract
             out = unlearn.run(name, original, split, seed=seed, **hparams)
             row = rows[name]
             row["runs"].append(out.seconds)
+            row["cost"] = out.cost  # GFLOP: the same in every round and on every machine
             row["diverged"] = row["diverged"] or out.diverged
             row["hparams"] = out.hparams
     for row in rows.values():
         row["seconds"] = min(row["runs"])
         row["fraction_of_retrain"] = row["seconds"] / min(rows["retrain"]["runs"])
+        row["work_fraction"] = row["cost"] / rows["retrain"]["cost"]
     return {"task": corpus.task, "kind": "sample", "fraction": fraction,
             "forget": len(split.forget), "retain": len(split.retain),
             "recipe": dataclasses.asdict(recipe), "original_seconds": original.seconds,

@@ -247,13 +247,14 @@ def _unlearning_lines(u: dict) -> list[str]:
         f"{u['retain']:,} retained clips; `su.unlearn.run` seconds, default hyper-parameters, "
         f"fastest of {u.get('repeats', 1)}; {_stamp(u)}):",
         "",
-        "| method | seconds | fraction of Retrain | diverged |",
-        "|---|---:|---:|:---:|",
+        "| method | seconds | fraction of Retrain | work fraction | diverged |",
+        "|---|---:|---:|---:|:---:|",
     ]
     for name, row in u["methods"].items():
         diverged = "yes" if row["diverged"] else ""
+        work = _fmt(row["work_fraction"], 3) if "work_fraction" in row else "-"
         lines.append(f"| {name} | {_fmt(row['seconds'], 2)} | "
-                     f"{_fmt(row['fraction_of_retrain'], 3)} | {diverged} |")
+                     f"{_fmt(row['fraction_of_retrain'], 3)} | {work} | {diverged} |")
     return [*lines, ""]
 
 
