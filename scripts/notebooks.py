@@ -14,6 +14,15 @@ Usage::
 
     python scripts/notebooks.py           # (re)write every chapter's .ipynb
     python scripts/notebooks.py --check   # exit 1 if any copy is missing or stale
+    python scripts/notebooks.py --student OUTDIR   # the student edition (below)
+
+The **student edition** (``--student OUTDIR``) writes the same Colab copies of every chapter and
+of the assignment starters (``book/assignments/*.md``) under ``OUTDIR`` (same relative paths,
+``OUTDIR/book/03_forgetting.ipynb``) with the solutions taken out: every ``{solution}`` directive
+(plain, or gated ``{solution-start}`` ... ``{solution-end}`` with its code cells), every cell
+tagged ``solution``, and every hidden (``remove-cell``) cell that holds a solution's code. The
+exercises and the checks they ask students to pass stay. ``book/assignments/solutions/`` is never
+copied. ``tests/test_student_edition.py`` checks that no solution text survives.
 """
 
 from __future__ import annotations
@@ -154,6 +163,90 @@ def solution_code(text: str) -> list[tuple[str, str]]:
     return out
 
 
+SOLUTION_TAG = "solution"  # a cell with this tag is a solution (run_chapters.py --solutions)
+_GATED_END = r"^(`{3,}|:{3,})\{solution-end\}[^\n]*\n\1[ \t]*$"
+
+
+def _solution_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) offsets of every solution directive, fences and gated code cells included."""
+    spans = []
+    for match in _DIRECTIVE.finditer(text):
+        if match.group(2) != "solution" or (spans and match.start() < spans[-1][1]):
+            continue
+        rest = text[match.end():]
+        if match.group(3):  # gated: up to the closing fence of its {solution-end}
+            end = re.search(_GATED_END, rest, re.M)
+        else:
+            end = re.search(r"^" + re.escape(match.group(1)) + r"[ \t]*$", rest, re.M)
+        spans.append((match.start(), match.end() + (end.end() if end else len(rest))))
+    return spans
+
+
+def strip_solutions(text: str) -> str:
+    """A MyST chapter's text without its solution directives (exercises untouched)."""
+    out, pos = [], 0
+    for start, end in _solution_spans(text):
+        out.append(text[pos:start].rstrip("\n") + "\n")
+        pos = end
+    return "".join(out) + text[pos:]
+
+
+def solution_lines(text: str) -> set[str]:
+    """The lines only solutions hold (fenced blocks and gated code cells), stripped: lines
+    that also appear outside every solution, blank lines, comments and lines too short to
+    identify anything are left out."""
+    lines, pos, outside = set(), 0, []
+    for start, end in _solution_spans(text):
+        outside.append(text[pos:start])
+        pos = end
+        for line in text[start:end].splitlines():
+            line = line.strip()
+            if len(line) >= 12 and not line.startswith(("#", "```", "~~~", ":")):
+                lines.add(line)
+    outside.append(text[pos:])
+    return lines - {line.strip() for line in "".join(outside).splitlines()}
+
+
+def _reveals(cell: nbformat.NotebookNode, lines: set[str]) -> bool:
+    """True for a cell tagged ``solution``, or hidden (``remove-cell``) with solution code."""
+    tags = cell.metadata.get("tags", [])
+    if SOLUTION_TAG in tags:
+        return True
+    return "remove-cell" in tags and any(line.strip() in lines
+                                         for line in cell.source.splitlines())
+
+
+def student_notebook(chapter: Path) -> nbformat.NotebookNode:
+    """The Colab copy of ``chapter`` without solutions (the student edition)."""
+    text = chapter.read_text()
+    lines = solution_lines(text)
+    nb = jupytext.reads(strip_solutions(text), fmt="md:myst")
+    nb.cells = [c for c in nb.cells if not _reveals(c, lines)]
+    nb.metadata.pop("jupytext", None)
+    nb.metadata.update(COLAB_METADATA)
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i}"
+    return nb
+
+
+def student_sources(root: Path = ROOT) -> list[Path]:
+    """What the student edition holds: every chapter, then the assignment starters (never the
+    reference solutions under ``book/assignments/solutions/``)."""
+    starters = sorted((root / "book" / "assignments").glob("*.md"))
+    return [c for c in chapters(root) if c.exists()] + starters
+
+
+def write_student_edition(outdir: Path, root: Path = ROOT) -> list[Path]:
+    """Write the student edition's notebooks under ``outdir``; return their paths."""
+    written = []
+    for source in student_sources(root):
+        target = outdir / notebook_path(source.relative_to(root))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(nbformat.writes(student_notebook(source)) + "\n")
+        written.append(target)
+    return written
+
+
 def stale(root: Path = ROOT) -> list[Path]:
     """Existing chapters whose Colab copy is missing or differs from a fresh rendering."""
     out = []
@@ -168,7 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only report stale copies")
     parser.add_argument("--root", type=Path, default=ROOT, help="the book's root folder")
+    parser.add_argument("--student", type=Path, metavar="OUTDIR",
+                        help="write the student edition (no solutions) under OUTDIR and exit")
     args = parser.parse_args(argv)
+    if args.student is not None:
+        for path in write_student_edition(args.student, args.root):
+            print(f"wrote {path}")
+        return 0
     todo = stale(args.root)
     if args.check:
         for path in todo:
