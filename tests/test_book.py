@@ -142,7 +142,13 @@ def test_claims_go_through_speechul_claims(chapter):
     ``assert`` would fit a threshold to one machine and stop a reader's run instead of
     reporting. Exercise solutions (run by the tests after the chapter) may assert."""
     nb = notebooks.notebook(_existing(chapter))
-    bare = {i: lines for i, cell in enumerate(_code_cells(nb)) if (lines := _asserts(cell.source))}
+    bare, in_solution = {}, False
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":  # gated solutions: {solution-start} ... {solution-end}
+            if "{solution-start}" in cell.source or "{solution-end}" in cell.source:
+                in_solution = "{solution-start}" in cell.source.split("{solution-end}")[-1]
+        elif not in_solution and (lines := _asserts(cell.source)):
+            bare[i] = lines
     assert not bare, f"{chapter.name}: bare asserts in code cells {bare}; use su.claims"
     checks = [c for c in _code_cells(nb) if ".check()" in c.source]
     assert checks, f"{chapter.name} checks no claims (a su.claims.Claims(...).check() cell)"
