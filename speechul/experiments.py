@@ -190,25 +190,44 @@ def _row_id(row: dict) -> RunId:
     return (row["setting"], row["method"], row.get("variant", ""), int(row["seed"]))
 
 
+def _repair(results: Path) -> None:
+    """End the file on a whole line: a kill mid-write leaves a fragment without its newline,
+    onto which the next row would be glued (and that row lost on the next read). A fragment is
+    cut off the file, with a warning (its run runs again); a whole row missing only its newline
+    gets it."""
+    with open(results, "rb+") as handle:
+        blob = handle.read()
+        if not blob or blob.endswith(b"\n"):
+            return
+        start = blob.rfind(b"\n") + 1  # where the unfinished last line begins
+        try:
+            json.loads(blob[start:])
+        except ValueError:
+            number = blob.count(b"\n") + 1
+            warnings.warn(f"{results}:{number}: an unfinished last line (an interrupted write) "
+                          "is cut off the file; its run runs again", RuntimeWarning, stacklevel=4)
+            handle.truncate(start)
+        else:
+            handle.seek(0, os.SEEK_END)
+            handle.write(b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def _read(results: Path | None) -> dict[RunId, dict]:
     """Finished rows of a results file, keyed by :func:`_run_id`. A torn last line (the run in
-    flight when the process was killed) is skipped with a warning; a bad line elsewhere is an
-    error that names the file and line, before anything runs."""
+    flight when the process was killed) is cut off the file with a warning (:func:`_repair`); a
+    bad line elsewhere is an error that names the file and line, before anything runs."""
     if results is None or not results.exists():
         return {}
-    lines = results.read_text().splitlines()
+    _repair(results)
     rows = []
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(results.read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as err:
-            if number == len(lines):
-                warnings.warn(f"{results}:{number}: an unfinished last line (an interrupted "
-                              "write) is ignored; its run runs again", RuntimeWarning,
-                              stacklevel=3)
-                continue
             raise ValueError(f"{results}:{number} is not a result row ({err}); remove that "
                              "line to resume") from None
     for row in rows:
@@ -217,14 +236,25 @@ def _read(results: Path | None) -> dict[RunId, dict]:
 
 
 def _append(results: Path | None, row: dict) -> None:
-    """One line per finished run, flushed at once: an interruption loses only the run in flight."""
+    """One line per finished run, flushed at once: an interruption loses only the run in flight.
+
+    The whole line goes out in one ``os.write`` on an append-only descriptor (a text file's
+    buffer would split a long row into several writes), so a kill leaves the row or a
+    fragment that :func:`_repair` cuts off, never half a row followed by the next one.
+    """
     if results is None:
         return
     results.parent.mkdir(parents=True, exist_ok=True)
-    with open(results, "a") as handle:
-        handle.write(json.dumps(row, default=float) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    line = (json.dumps(row, default=float) + "\n").encode()
+    fd = os.open(results, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, line)
+        if written != len(line):  # a full disk: say so rather than leave a fragment silently
+            raise OSError(f"{results}: only {written} of {len(line)} bytes of a row were "
+                          "written (disk full?); free space and run again to resume")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _prepare(setting: Setting, seed: int) -> float:
