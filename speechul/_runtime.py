@@ -95,6 +95,9 @@ def keep_freed_memory() -> bool:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch so that CPU runs are bitwise repeatable."""
+    from ._checks import seed as checked_seed  # a bad seed is named, not a formatting error
+
+    seed = checked_seed(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
