@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from . import data, metrics, runners, train, unlearn
-from ._runtime import atomic_save, cache_dir, checked_load, fingerprint, progress
+from ._runtime import atomic_save, cache_dir, checked_load, fingerprint, locked, progress
 from .setting import GROUP, HOLDOUTS, REFERENCE, Setting
 
 __all__ = ["Setting", "run", "run_many", "run_one", "reference", "summary", "GROUP",
@@ -85,18 +85,19 @@ def reference(setting: Setting, seed: int) -> tuple[nn.Module, float]:
     corpus = split.corpus
     hp = dict(setting.hparams.get(REFERENCE, {}))
     path = _reference_path(setting, original, seed)
-    saved = checked_load(path)
-    if saved is not None and "steps" not in saved:
-        saved = None  # from before step counts were kept: train again, so it can be timed now
-    model = train.fresh_model(setting.recipe, corpus.n_classes, corpus.device, seed)
-    if saved is None:
-        out = unlearn.run(REFERENCE, original, split, seed=seed, **hp)
-        refuse_diverged(out)
-        state = {k: v.detach().cpu() for k, v in out.model.state_dict().items()}
-        steps = setting.recipe.epochs * len(split.batches("retain", setting.recipe.batch_size))
-        saved = {"state_dict": state, "seconds": out.seconds, "steps": steps}
-        atomic_save(saved, path)
-        _once(_SECONDS_NOW, _stamp(path), lambda: out.seconds)
+    with locked(path):  # of several processes missing it, one trains it, the others load
+        saved = checked_load(path)
+        if saved is not None and "steps" not in saved:
+            saved = None  # from before step counts were kept: train again, so it can be timed now
+        model = train.fresh_model(setting.recipe, corpus.n_classes, corpus.device, seed)
+        if saved is None:
+            out = unlearn.run(REFERENCE, original, split, seed=seed, **hp)
+            refuse_diverged(out)
+            state = {k: v.detach().cpu() for k, v in out.model.state_dict().items()}
+            steps = setting.recipe.epochs * len(split.batches("retain", setting.recipe.batch_size))
+            saved = {"state_dict": state, "seconds": out.seconds, "steps": steps}
+            atomic_save(saved, path)
+            _once(_SECONDS_NOW, _stamp(path), lambda: out.seconds)
     model.load_state_dict(saved["state_dict"])
     seconds = _once(_SECONDS_NOW, _stamp(path),
                     lambda: saved["steps"] * train.speed_probe(setting.recipe, corpus))

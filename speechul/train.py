@@ -8,6 +8,7 @@ write their own short outer loop on top of it. A non-finite loss or gradient rai
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from ._runtime import (
     checked_load,
     eval_chunk,
     fingerprint,
+    locked,
     precision,
     progress,
     seed_everything,
@@ -258,16 +260,17 @@ def original(corpus: Corpus, recipe: TrainConfig = TrainConfig(), seed: int = 0,
     key = fingerprint(corpus.key, corpus.task, tuple(corpus.x.shape[1:]), asdict(recipe), seed,
                       precision(corpus.device))
     path = cache_dir(cache) / "models" / f"original-{key}.pt"
-    saved = checked_load(path) if use_cache else None
-    if saved is not None:
-        model = fresh_model(recipe, corpus.n_classes, corpus.device, seed)
-        model.load_state_dict(saved["state_dict"])
-        return Trained(model.eval(), recipe, saved["history"], saved["seconds"], key)
-    trained = train_on(corpus, corpus.indices("train"), recipe, seed, val=corpus.indices("val"),
-                       desc=f"training {corpus.task} model")
-    trained.key = key
-    if use_cache:
-        state = {k: v.detach().cpu() for k, v in trained.model.state_dict().items()}
-        atomic_save({"state_dict": state, "history": trained.history,
-                     "seconds": trained.seconds}, path)
-    return trained
+    with locked(path) if use_cache else contextlib.nullcontext():  # one trains, others load
+        saved = checked_load(path) if use_cache else None
+        if saved is not None:
+            model = fresh_model(recipe, corpus.n_classes, corpus.device, seed)
+            model.load_state_dict(saved["state_dict"])
+            return Trained(model.eval(), recipe, saved["history"], saved["seconds"], key)
+        trained = train_on(corpus, corpus.indices("train"), recipe, seed, val=corpus.indices("val"),
+                           desc=f"training {corpus.task} model")
+        trained.key = key
+        if use_cache:
+            state = {k: v.detach().cpu() for k, v in trained.model.state_dict().items()}
+            atomic_save({"state_dict": state, "history": trained.history,
+                         "seconds": trained.seconds}, path)
+        return trained
