@@ -20,8 +20,8 @@ def whole(name: str, value: Any, low: int | None = None) -> int:
         raise TypeError(f"{name} must be a whole number, got {value!r} "
                         f"({type(value).__name__}); give an int such as 3")
     if low is not None and value < low:
-        raise ValueError(f"{name} must be a whole number >= {low} (a positive count), "
-                         f"got {value!r}")
+        what = "positive" if low == 1 else f">= {low}"
+        raise ValueError(f"{name} must be {what} (a whole number >= {low}), got {value!r}")
     return int(value)
 
 

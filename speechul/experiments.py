@@ -31,7 +31,7 @@ from . import data, metrics, runners, train, unlearn
 from ._runtime import atomic_save, cache_dir, checked_load, fingerprint, locked, progress
 from .setting import GROUP, HOLDOUTS, REFERENCE, Setting
 
-__all__ = ["Setting", "run", "run_many", "run_one", "reference", "summary", "GROUP",
+__all__ = ["Setting", "run", "run_many", "run_one", "reference", "summary", "corpus_of", "GROUP",
            "HOLDOUTS"]
 
 
@@ -47,10 +47,16 @@ def _corpus(dataset: str, task: str, device: str | None, size: str, options: str
     return data.load(dataset, task=task, device=device, size=size, **json.loads(options))
 
 
+def corpus_of(setting: Setting) -> data.Corpus:
+    """The corpus a setting's runs use (loaded once per process; the command line checks each
+    request against it before anything trains)."""
+    return _corpus(setting.dataset, setting.task, setting.device, setting.size,
+                   _options(setting))
+
+
 def _load(setting: Setting, seed: int) -> tuple[train.Trained, data.Split]:
     """The original model and the forget request for one seed (both from caches when present)."""
-    corpus = _corpus(setting.dataset, setting.task, setting.device, setting.size,
-                     _options(setting))
+    corpus = corpus_of(setting)
     original_seed = seed if setting.vary_original else setting.original_seed
     original = train.original(corpus, setting.recipe, seed=original_seed)
     split = data.forget_split(corpus, setting.kind, fraction=setting.fraction,
