@@ -33,6 +33,7 @@ __all__ = [
     "eval_chunk",
     "keep_freed_memory",
     "seed_everything",
+    "keep_random_state",
     "cache_dir",
     "fingerprint",
     "cached",
@@ -80,9 +81,10 @@ def keep_freed_memory() -> bool:
     cap) and the trim threshold (256 MB) keeps the pages in the process: epochs of the default
     model ran 1.06-1.11 s -> 0.76-0.79 s here (2 cores) with zero page faults, and the
     arithmetic, so every number in the book, is bitwise the same. The cost: up to 256 MB of
-    freed memory stays reserved. Called once on ``import speechul``;
-    ``SPEECHUL_MALLOC=default`` opts out. Returns whether the tuning applied (Linux with glibc
-    only; elsewhere it is a no-op).
+    freed memory stays reserved. It changes the whole process's allocator, so importing
+    speechul does not do it: the command line, the grid's worker processes and the chapters
+    call it (``su.keep_freed_memory()``); ``SPEECHUL_MALLOC=default`` opts out. Returns whether
+    the tuning applied (Linux with glibc only; elsewhere it is a no-op).
     """
     opted_out = os.environ.get("SPEECHUL_MALLOC", "tuned") == "default"
     if opted_out or not sys.platform.startswith("linux"):
@@ -349,3 +351,23 @@ def progress(iterable: Any = None, **kwargs: Any) -> Iterator:
     kwargs.setdefault("disable", os.environ.get("SPEECHUL_QUIET") == "1")
     kwargs.setdefault("leave", False)
     return tqdm(iterable, **kwargs)
+
+
+@contextlib.contextmanager
+def keep_random_state(device: torch.device | None = None) -> Iterator[None]:
+    """Inside the block reseed freely; after it, the caller's Python, NumPy and torch streams
+    (the CPU one, and ``device``'s when it is a GPU) are as they were.
+
+    Why: ``unlearn.run`` seeds everything for repeatable runs, which used to reseed the
+    caller's generators too: a notebook's next ``torch.rand`` depended on whether it had run a
+    method. ``torch.random.fork_rng`` covers torch; Python's and NumPy's states are saved and
+    restored here.
+    """
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    cuda = [device] if device is not None and device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .. import train
-from .._runtime import Timer, fingerprint, seed_everything
+from .._runtime import Timer, fingerprint, keep_random_state, seed_everything
 from ..data import Batches, Split
 from ..metrics import predict
 from ._shared import Guard, guarding
@@ -229,6 +229,21 @@ def _check_outputs(model: nn.Module, split: Split) -> None:
                          "another task or corpus?")
 
 
+def _callers_random_state_kept(fn: Callable[..., Unlearned]) -> Callable[..., Unlearned]:
+    """Run :func:`run` inside :func:`~speechul._runtime.keep_random_state`: it seeds the global
+    generators for repeatable runs, and the caller's streams must come out untouched."""
+
+    @functools.wraps(fn)
+    def wrapper(method: str, original: train.Trained, split: Split, *args: Any,
+                **kwargs: Any) -> Unlearned:
+        device = getattr(getattr(split, "corpus", None), "device", None)
+        with keep_random_state(device):
+            return fn(method, original, split, *args, **kwargs)
+
+    return wrapper
+
+
+@_callers_random_state_kept
 def run(method: str, original: train.Trained, split: Split, *, seed: int = 0,
         batch_size: int | None = None, config: Any = None, **hparams: Any) -> Unlearned:
     """Unlearn ``split.forget`` from a copy of ``original.model`` with a registered method.
