@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import numbers
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -153,7 +154,7 @@ def _check_values(setting: Setting) -> None:
     if isinstance(setting.seeds, (str, bytes)) or not isinstance(setting.seeds, Iterable):
         raise TypeError(f"seeds must be whole numbers, got {setting.seeds!r}")
     for value in setting.seeds:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise TypeError(f"seeds must be whole numbers, got {value!r} in {setting.seeds!r}")
     _checks.seed(setting.original_seed, "original_seed")
 
