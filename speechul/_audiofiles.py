@@ -86,6 +86,19 @@ def _wave_loader(base: Path, rows: Sequence[Row], seconds: float,
     return load_waves
 
 
+def _contents(base: Path, rows: Sequence[Row]) -> str:
+    """A hash of every clip file's size and modification time (ns): what changes when a file's
+    audio does, without reading the audio (a real corpus is ~10^5 files; ``stat`` is cheap)."""
+    digest = hashlib.sha256()
+    for path in sorted({row[0] for row in rows}):
+        try:
+            info = (base / path).stat()
+        except FileNotFoundError:
+            raise ValueError(f"{base / path} is listed by the dataset but missing") from None
+        digest.update(f"{path}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def _encode(values: Sequence[str], names: tuple[str, ...]) -> torch.Tensor:
     lookup = {n: i for i, n in enumerate(names)}
     return torch.tensor([lookup[v] for v in values], dtype=torch.long)
@@ -97,9 +110,11 @@ def _source(name: str, base: Path, rows: list[Row], labels: dict[str, list[str]]
     """Labels as strings -> a Source whose key fingerprints the exact clip list and options.
 
     The key includes the dataset's absolute folder: the same file names elsewhere may hold
-    other audio, and a stale feature cache must never be reused for it.
+    other audio, and a stale feature cache must never be reused for it; and the files' sizes and
+    modification times (:func:`_contents`), so re-extracted or edited audio is not either.
     """
-    key = fingerprint(name, str(base.resolve()), options, rows, part, labels, "datasets-v1")
+    key = fingerprint(name, str(base.resolve()), options, rows, part, labels, _contents(base, rows),
+                      "datasets-v1")
     return Source(name=name, key=key,
                   labels={task: _encode(values, names[task]) for task, values in labels.items()},
                   names=names, part=torch.tensor(part, dtype=torch.long),

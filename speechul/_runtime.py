@@ -10,12 +10,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import fcntl
+import glob
 import hashlib
 import json
 import os
 import random
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -34,11 +37,13 @@ __all__ = [
     "shifted",
     "generator",
     "numerics",
+    "keep_random_state",
     "cache_dir",
     "fingerprint",
     "cached",
     "atomic_save",
     "checked_load",
+    "locked",
     "Timer",
     "autocast",
     "precision",
@@ -80,9 +85,10 @@ def keep_freed_memory() -> bool:
     cap) and the trim threshold (256 MB) keeps the pages in the process: epochs of the default
     model ran 1.06-1.11 s -> 0.76-0.79 s here (2 cores) with zero page faults, and the
     arithmetic, so every number in the book, is bitwise the same. The cost: up to 256 MB of
-    freed memory stays reserved. Called once on ``import speechul``;
-    ``SPEECHUL_MALLOC=default`` opts out. Returns whether the tuning applied (Linux with glibc
-    only; elsewhere it is a no-op).
+    freed memory stays reserved. It changes the whole process's allocator, so importing
+    speechul does not do it: the command line, the grid's worker processes and the chapters
+    call it (``su.keep_freed_memory()``); ``SPEECHUL_MALLOC=default`` opts out. Returns whether
+    the tuning applied (Linux with glibc only; elsewhere it is a no-op).
     """
     opted_out = os.environ.get("SPEECHUL_MALLOC", "tuned") == "default"
     if opted_out or not sys.platform.startswith("linux"):
@@ -128,7 +134,9 @@ def generator(seed: int) -> torch.Generator:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (with :func:`shifted`) so CPU runs are bitwise repeatable."""
-    seed = shifted(seed)
+    from ._checks import seed as checked_seed  # a bad seed is named, not a formatting error
+
+    seed = shifted(checked_seed(seed))
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -180,49 +188,136 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename, then write a sha256 sidecar.
+#: A temp file of an artefact untouched for this long belongs to a killed writer: removed.
+STALE_TEMP_SECONDS = 30 * 60
 
-    A crash mid-write leaves either the old file or none, never half a file that looks whole.
+# Per artefact path: a re-entrant in-process lock and how deep its owner holds it (flock is per
+# open file, so the threads of one process need their own lock, and re-entry must not flock).
+_LOCKS: dict[str, tuple[threading.RLock, list[int]]] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold the lock of artefact ``path`` (a ``<path>.lock`` file, ``fcntl.flock``).
+
+    Why: two processes (a grid's workers, two notebooks) that both miss a cached original would
+    both train it. Building under this lock, after looking again, makes the second one wait and
+    load the first one's file. Re-entrant within a thread; the lock file stays (removing it
+    would let a third process lock a new file while the second holds the old one).
+    """
+    key = str(Path(path).resolve())
+    with _LOCKS_GUARD:
+        rlock, depth = _LOCKS.setdefault(key, (threading.RLock(), [0]))
+    with rlock:
+        depth[0] += 1
+        try:
+            if depth[0] > 1:
+                yield
+                return
+            try:
+                Path(key).parent.mkdir(parents=True, exist_ok=True)
+                handle = open(key + ".lock", "a")  # noqa: SIM115 - closed below
+            except OSError:  # a read-only cache: nothing can be built there, so nothing races
+                yield
+                return
+            with handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+        finally:
+            depth[0] -= 1
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete ``<name>*.tmp`` files of ``path`` older than :data:`STALE_TEMP_SECONDS`: what a
+    writer killed mid-save left (a live writer touches its temp file continuously)."""
+    now = time.time()
+    for tmp in path.parent.glob(f"{glob.escape(path.name)}*.tmp"):
+        with contextlib.suppress(OSError):  # another process may remove it first
+            if now - tmp.stat().st_mtime > STALE_TEMP_SECONDS:
+                tmp.unlink()
+
+
+def _temp(path: Path, suffix: str = "") -> str:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + suffix, suffix=".tmp")
+    os.close(fd)
+    return tmp
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file, its sha256 to another, then both renamed under
+    :func:`locked`: checksum first, file second.
+
+    A crash mid-write leaves either the old file or none, never half a file that looks whole; a
+    crash between the renames leaves a mismatch, rebuilt. A reader that lands between them
+    waits for the lock and looks again (:func:`checked_load`), so it never sees a false
+    "damaged". Temp files of writers killed long ago are removed first.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
+    _remove_stale_temps(path)
+    tmp, tmp_sum = _temp(path), _temp(path, ".sha256")
     try:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
+        Path(tmp_sum).write_text(_sha256(Path(tmp)))
+        with locked(path):
+            os.replace(tmp_sum, str(path) + ".sha256")
+            os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    Path(str(path) + ".sha256").write_text(_sha256(path))
+        for left in (tmp, tmp_sum):
+            if os.path.exists(left):
+                os.remove(left)
 
 
-def checked_load(path: Path) -> Any | None:
+def _checksum_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be trusted (no checksum file, or a mismatch), or None if it can."""
+    sidecar = Path(str(path) + ".sha256")
+    if not sidecar.exists():
+        return f"has no checksum file ({sidecar.name} is missing)"
+    if sidecar.read_text().strip() != _sha256(path):
+        return "is damaged (checksum mismatch)"
+    return None
+
+
+def checked_load(path: Path, *, warn: bool = True) -> Any | None:
     """Load a file written by :func:`atomic_save`; ``None`` if missing or damaged.
 
-    Damaged means: no checksum sidecar, a checksum mismatch, or a file torch cannot read.
-    Loading uses ``weights_only=True``, so a cache file can never run code.
+    Damaged means: no checksum sidecar, a checksum mismatch, or a file torch cannot read. A
+    mismatch is looked at again under the artefact's lock: a writer may be between its two
+    renames. Loading uses ``weights_only=True``, so a cache file can never run code. ``warn``:
+    say why a file is rebuilt (off where the caller has said so already).
     """
-    sidecar = Path(str(path) + ".sha256")
     if not path.exists():
         return None
-    if not sidecar.exists() or sidecar.read_text().strip() != _sha256(path):
-        warnings.warn(f"cache file {path} is damaged (checksum mismatch); rebuilding it",
-                      stacklevel=3)
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is treated as damaged
-        warnings.warn(f"cache file {path} is unreadable ({err}); rebuilding it", stacklevel=3)
-        return None
+    problem = _checksum_problem(path)
+    if problem is not None:
+        with locked(path):  # wait for a writer in flight, then judge the file it left
+            problem = _checksum_problem(path) if path.exists() else "was removed"
+    if problem is None:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unreadable file is treated as damaged
+            problem = f"is unreadable ({err})"
+    if warn:
+        warnings.warn(f"cache file {path} {problem}; rebuilding it", stacklevel=3)
+    return None
 
 
 def cached(path: Path, build: Callable[[], Any]) -> Any:
-    """Return the object stored at ``path``, or build it, store it atomically and return it."""
+    """Return the object stored at ``path``, or build it, store it atomically and return it.
+
+    Built under :func:`locked`, after looking again: of several processes missing the file,
+    one builds it and the others load it.
+    """
     obj = checked_load(path)
     if obj is None:
-        obj = build()
-        atomic_save(obj, path)
+        with locked(path):
+            obj = checked_load(path, warn=False)  # another process may have built it meanwhile
+            if obj is None:
+                obj = build()
+                atomic_save(obj, path)
     return obj
 
 
@@ -303,3 +398,23 @@ def progress(iterable: Any = None, **kwargs: Any) -> Iterator:
     kwargs.setdefault("disable", os.environ.get("SPEECHUL_QUIET") == "1")
     kwargs.setdefault("leave", False)
     return tqdm(iterable, **kwargs)
+
+
+@contextlib.contextmanager
+def keep_random_state(device: torch.device | None = None) -> Iterator[None]:
+    """Inside the block reseed freely; after it, the caller's Python, NumPy and torch streams
+    (the CPU one, and ``device``'s when it is a GPU) are as they were.
+
+    Why: ``unlearn.run`` seeds everything for repeatable runs, which used to reseed the
+    caller's generators too: a notebook's next ``torch.rand`` depended on whether it had run a
+    method. ``torch.random.fork_rng`` covers torch; Python's and NumPy's states are saved and
+    restored here.
+    """
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    cuda = [device] if device is not None and device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)

@@ -19,12 +19,14 @@ import argparse
 import importlib
 import json
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
-from . import experiments, train, unlearn
+from . import data, experiments, train, unlearn
+from ._runtime import keep_freed_memory
 
 __all__ = ["main", "parser"]
 
@@ -168,6 +170,10 @@ def _settings(args: argparse.Namespace,
     if args.kind in needs and not needs[args.kind][1]:
         top.error(f"argument --{needs[args.kind][0]}: a {args.kind!r} request names what to "
                   "forget")
+    for kind, (name, given) in needs.items():
+        if given and args.kind != kind:  # silently ignored before: a sample request ran instead
+            top.error(f"argument --{name}: only a {kind!r} request reads it, this one is "
+                      f"--kind {args.kind}; drop --{name} or give --kind {kind}")
     methods = args.methods or tuple(unlearn.METHODS)
     unused = sorted(set(args.hparams) - {*methods, "retrain"})
     if unused:
@@ -186,6 +192,33 @@ def _settings(args: argparse.Namespace,
         top.error(f"{err}{hint}")
 
 
+def _check_out(out: Path, top: argparse.ArgumentParser) -> None:
+    """Make ``--out`` and write a probe file there, before anything trains: a read-only or
+    invalid folder used to raise a traceback after the first run had trained."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        top.error(f"argument --out: cannot write to {str(out)!r} ({err.strerror or err}); "
+                  "give a folder you can write to")
+
+
+def _check_requests(settings: list[experiments.Setting], top: argparse.ArgumentParser) -> None:
+    """Build every setting's forget request for every seed on its corpus (loaded, as the run
+    will load it, from the cache): a mistyped class or speaker, an empty forget set or a
+    missing corpus is a usage error now, not after the original model has trained."""
+    for setting in settings:
+        try:
+            corpus = experiments.corpus_of(setting)
+            for seed in setting.seeds:
+                data.forget_split(corpus, setting.kind, fraction=setting.fraction,
+                                  classes=setting.classes or None,
+                                  speakers=setting.speakers or None, seed=seed)
+        except (ValueError, FileNotFoundError) as err:
+            top.error(str(err))
+
+
 def _grid(args: argparse.Namespace, top: argparse.ArgumentParser) -> int:
     from . import plots
 
@@ -193,7 +226,8 @@ def _grid(args: argparse.Namespace, top: argparse.ArgumentParser) -> int:
     if args.ray is None and str(args.device).startswith("cuda") and not torch.cuda.is_available():
         top.error(f"argument --device: {args.device!r} asked for, but torch sees no CUDA GPU "
                   "here (on a Ray cluster with GPUs, add --ray ADDRESS)")
-    args.out.mkdir(parents=True, exist_ok=True)
+    _check_out(args.out, top)
+    _check_requests(settings, top)
     try:
         table = experiments.run_many(settings, results=args.out / "results.jsonl",
                                      ray_address=args.ray, processes=args.processes,
@@ -217,6 +251,7 @@ def _grid(args: argparse.Namespace, top: argparse.ArgumentParser) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    keep_freed_memory()  # this process trains: faster CPU steps, same numbers
     top = parser()
     args = top.parse_args(argv)
     for name in args.imports:

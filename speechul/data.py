@@ -328,7 +328,10 @@ def _lookup(wanted: Sequence[str | int], names: tuple[str, ...], what: str) -> l
             if item not in names:
                 raise ValueError(f"unknown {what} {item!r}; known: {list(names)}")
             out.append(names.index(item))
-        elif isinstance(item, (int, np.integer)) and 0 <= int(item) < len(names):
+        elif isinstance(item, bool) or not isinstance(item, (int, np.integer)):
+            raise ValueError(f"{item!r} ({type(item).__name__}) is not a {what}: give a class "
+                             f"name such as {names[0]!r} or an id 0..{len(names) - 1}")
+        elif 0 <= int(item) < len(names):
             out.append(int(item))
         else:
             raise ValueError(f"unknown {what} {item!r}; ids run 0..{len(names) - 1}")

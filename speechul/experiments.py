@@ -28,10 +28,11 @@ import torch
 from torch import nn
 
 from . import data, metrics, runners, train, unlearn
-from ._runtime import atomic_save, cache_dir, checked_load, fingerprint, progress
+from ._runtime import atomic_save, cache_dir, checked_load, fingerprint, locked, progress
 from .setting import GROUP, HOLDOUTS, REFERENCE, Setting
 
-__all__ = ["Setting", "run", "run_many", "run_one", "reference", "Reference", "summary", "GROUP",
+__all__ = ["Setting", "run", "run_many", "run_one", "reference", "Reference", "summary",
+           "corpus_of", "GROUP",
            "HOLDOUTS"]
 
 
@@ -47,10 +48,16 @@ def _corpus(dataset: str, task: str, device: str | None, size: str, options: str
     return data.load(dataset, task=task, device=device, size=size, **json.loads(options))
 
 
+def corpus_of(setting: Setting) -> data.Corpus:
+    """The corpus a setting's runs use (loaded once per process; the command line checks each
+    request against it before anything trains)."""
+    return _corpus(setting.dataset, setting.task, setting.device, setting.size,
+                   _options(setting))
+
+
 def _load(setting: Setting, seed: int) -> tuple[train.Trained, data.Split]:
     """The original model and the forget request for one seed (both from caches when present)."""
-    corpus = _corpus(setting.dataset, setting.task, setting.device, setting.size,
-                     _options(setting))
+    corpus = corpus_of(setting)
     original_seed = seed if setting.vary_original else setting.original_seed
     original = train.original(corpus, setting.recipe, seed=original_seed)
     split = data.forget_split(corpus, setting.kind, fraction=setting.fraction,
@@ -91,14 +98,15 @@ def reference(setting: Setting, seed: int) -> Reference:
     corpus = split.corpus
     hp = dict(setting.hparams.get(REFERENCE, {}))
     path = _reference_path(setting, original, seed)
-    saved = checked_load(path)
-    model = train.fresh_model(setting.recipe, corpus.n_classes, corpus.device, seed)
-    if saved is None:
-        out = unlearn.run(REFERENCE, original, split, seed=seed, **hp)
-        refuse_diverged(out)
-        state = {k: v.detach().cpu() for k, v in out.model.state_dict().items()}
-        saved = {"state_dict": state, "seconds": out.seconds, "cost": out.cost}
-        atomic_save(saved, path)
+    with locked(path):  # of several processes missing it, one trains it, the others load
+        saved = checked_load(path)
+        model = train.fresh_model(setting.recipe, corpus.n_classes, corpus.device, seed)
+        if saved is None:
+            out = unlearn.run(REFERENCE, original, split, seed=seed, **hp)
+            refuse_diverged(out)
+            state = {k: v.detach().cpu() for k, v in out.model.state_dict().items()}
+            saved = {"state_dict": state, "seconds": out.seconds, "cost": out.cost}
+            atomic_save(saved, path)
     model.load_state_dict(saved["state_dict"])
     return Reference(model.eval(), float(saved["seconds"]), float(saved["cost"]))
 
@@ -190,25 +198,44 @@ def _row_id(row: dict) -> RunId:
     return (row["setting"], row["method"], row.get("variant", ""), int(row["seed"]))
 
 
+def _repair(results: Path) -> None:
+    """End the file on a whole line: a kill mid-write leaves a fragment without its newline,
+    onto which the next row would be glued (and that row lost on the next read). A fragment is
+    cut off the file, with a warning (its run runs again); a whole row missing only its newline
+    gets it."""
+    with open(results, "rb+") as handle:
+        blob = handle.read()
+        if not blob or blob.endswith(b"\n"):
+            return
+        start = blob.rfind(b"\n") + 1  # where the unfinished last line begins
+        try:
+            json.loads(blob[start:])
+        except ValueError:
+            number = blob.count(b"\n") + 1
+            warnings.warn(f"{results}:{number}: an unfinished last line (an interrupted write) "
+                          "is cut off the file; its run runs again", RuntimeWarning, stacklevel=4)
+            handle.truncate(start)
+        else:
+            handle.seek(0, os.SEEK_END)
+            handle.write(b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def _read(results: Path | None) -> dict[RunId, dict]:
     """Finished rows of a results file, keyed by :func:`_run_id`. A torn last line (the run in
-    flight when the process was killed) is skipped with a warning; a bad line elsewhere is an
-    error that names the file and line, before anything runs."""
+    flight when the process was killed) is cut off the file with a warning (:func:`_repair`); a
+    bad line elsewhere is an error that names the file and line, before anything runs."""
     if results is None or not results.exists():
         return {}
-    lines = results.read_text().splitlines()
+    _repair(results)
     rows = []
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(results.read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as err:
-            if number == len(lines):
-                warnings.warn(f"{results}:{number}: an unfinished last line (an interrupted "
-                              "write) is ignored; its run runs again", RuntimeWarning,
-                              stacklevel=3)
-                continue
             raise ValueError(f"{results}:{number} is not a result row ({err}); remove that "
                              "line to resume") from None
     for row in rows:
@@ -217,14 +244,25 @@ def _read(results: Path | None) -> dict[RunId, dict]:
 
 
 def _append(results: Path | None, row: dict) -> None:
-    """One line per finished run, flushed at once: an interruption loses only the run in flight."""
+    """One line per finished run, flushed at once: an interruption loses only the run in flight.
+
+    The whole line goes out in one ``os.write`` on an append-only descriptor (a text file's
+    buffer would split a long row into several writes), so a kill leaves the row or a
+    fragment that :func:`_repair` cuts off, never half a row followed by the next one.
+    """
     if results is None:
         return
     results.parent.mkdir(parents=True, exist_ok=True)
-    with open(results, "a") as handle:
-        handle.write(json.dumps(row, default=float) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    line = (json.dumps(row, default=float) + "\n").encode()
+    fd = os.open(results, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, line)
+        if written != len(line):  # a full disk: say so rather than leave a fragment silently
+            raise OSError(f"{results}: only {written} of {len(line)} bytes of a row were "
+                          "written (disk full?); free space and run again to resume")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _prepare(setting: Setting, seed: int) -> None:

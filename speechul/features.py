@@ -83,4 +83,20 @@ def logmel(
         raise ValueError(f"unknown feature kind {config.kind!r}; known: logmel, waveform")
     key = fingerprint(corpus_key, asdict(config), "logmel-v1")
     path = cache_dir(cache) / "features" / f"{key}.pt"
-    return cached(path, lambda: _compute(load_waves, n, config, chunk, torch.device(device)))
+    return cached(path, lambda: _validated(
+        _compute(load_waves, n, config, chunk, torch.device(device)), n, corpus_key))
+
+
+def _validated(feats: torch.Tensor, n: int, corpus_key: str) -> torch.Tensor:
+    """Refuse features (N, 1, n_mels, frames) that must never be cached: another clip count than
+    the corpus has (a loader that dropped files would shift every label) or non-finite values
+    (a damaged audio file; they would make every model trained on them NaN)."""
+    if len(feats) != n:
+        raise ValueError(f"corpus {corpus_key}: the audio loader returned {len(feats)} clips "
+                         f"for {n}; check that every audio file is present and readable")
+    bad = ~torch.isfinite(feats.flatten(1)).all(1)
+    if bad.any():
+        clips = bad.nonzero().flatten()[:5].tolist()
+        raise ValueError(f"corpus {corpus_key}: non-finite features in {int(bad.sum())} clip(s), "
+                         f"e.g. clip(s) {clips}; check (or remove) those audio files")
+    return feats

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from ._runtime import cache_dir
+from ._runtime import cache_dir, keep_freed_memory
 
 __all__ = ["Registered", "Submit", "pool", "ray", "threads"]
 
@@ -71,6 +71,7 @@ def threads(n: int) -> Iterator[None]:
 
 def _with_threads(fn: Any, n: int, registered: Registered, *args: Any) -> Any:
     """``fn(*args)`` at ``n`` torch threads: the body of every Ray task."""
+    keep_freed_memory()  # idempotent; a Ray worker process imports speechul without it
     with threads(n):
         _register(registered)
         return fn(*args)
@@ -124,6 +125,7 @@ def _worker_setup(env: dict[str, str], n_threads: int, parent: int,
     parent, which never dies.
     """
     os.environ.update(env)
+    keep_freed_memory()  # a worker only trains: faster CPU steps, same numbers
     torch.set_num_threads(n_threads)
     _register(registered)
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable, Mapping
+import numbers
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import train, unlearn
+from . import _checks, train, unlearn
 from ._runtime import default_device, fingerprint, numerics
 
 __all__ = ["Setting", "REFERENCE", "GROUP", "HOLDOUTS"]
@@ -78,6 +79,7 @@ class Setting:
                 object.__setattr__(self, name, (getattr(self, name),))
         if self.kind != "sample":
             object.__setattr__(self, "fraction", None)  # frozen: the one normalisation
+        _check_values(self)
         known = set(unlearn.METHODS)
         unknown = [m for m in (*self.methods, *self.hparams) if m not in known]
         if unknown:
@@ -140,6 +142,22 @@ class Setting:
                 "speaker": ",".join(self.speakers)}[self.kind]
         return {"dataset": self.dataset, "size": self.size, "task": self.task,
                 "kind": self.kind, "forget": what, "holdout": self.holdout, "setting": self.key}
+
+
+def _check_values(setting: Setting) -> None:
+    """Types a grid would otherwise misread: ``classes=(True,)`` is class 1 to ``torch``, a
+    seed ``"a"`` fails as a string-formatting error only when the first model trains."""
+    for name in ("classes", "speakers"):
+        for item in getattr(setting, name):
+            if isinstance(item, bool) or not isinstance(item, (str, int)):
+                raise ValueError(f"{name} holds {item!r} ({type(item).__name__}): give class "
+                                 "names (str) or ids (int)")
+    if isinstance(setting.seeds, (str, bytes)) or not isinstance(setting.seeds, Iterable):
+        raise TypeError(f"seeds must be whole numbers, got {setting.seeds!r}")
+    for value in setting.seeds:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"seeds must be whole numbers, got {value!r} in {setting.seeds!r}")
+    _checks.seed(setting.original_seed, "original_seed")
 
 
 def _check_device(device: str | None) -> None:

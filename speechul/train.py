@@ -8,6 +8,7 @@ write their own short outer loop on top of it. A non-finite loss or gradient rai
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import cost, models
+from . import _checks, cost, models
 from ._runtime import (
     Timer,
     atomic_save,
@@ -26,6 +27,7 @@ from ._runtime import (
     checked_load,
     eval_chunk,
     fingerprint,
+    locked,
     numerics,
     progress,
     seed_everything,
@@ -61,10 +63,25 @@ class TrainConfig:
     max_grad_norm: float | None = 5.0
 
     def __post_init__(self) -> None:
-        if self.epochs <= 0 or self.lr <= 0 or self.batch_size <= 0:
-            raise ValueError(f"epochs, lr and batch_size must be positive: {self}")
-        if self.schedule not in ("cosine", "step", "constant"):
-            raise ValueError(f"unknown schedule {self.schedule!r}; known: cosine, step, constant")
+        _check_recipe(self)
+
+
+def _check_recipe(recipe: TrainConfig) -> None:
+    """Refuse, by field name, values that would train wrongly or fail deep inside: a negative
+    ``max_grad_norm`` flips every gradient (gradient *ascent*), ``epochs=1.5`` fails in
+    ``range()``, ``lr=True`` is silently 1.0."""
+    if recipe.arch not in models.MODELS:
+        raise ValueError(f"unknown architecture {recipe.arch!r}; known: {sorted(models.MODELS)}")
+    for name in ("width", "epochs", "batch_size"):
+        object.__setattr__(recipe, name, _checks.whole(name, getattr(recipe, name), low=1))
+    _checks.number("lr", recipe.lr, low=0, low_open=True, what="a positive number such as 3e-3")
+    _checks.number("weight_decay", recipe.weight_decay, low=0, what="a number >= 0")
+    _checks.number("label_smoothing", recipe.label_smoothing, low=0, high=1, high_open=True)
+    if recipe.max_grad_norm is not None:
+        _checks.number("max_grad_norm", recipe.max_grad_norm, low=0, low_open=True,
+                       what="a positive number or None (no clipping)")
+    if recipe.schedule not in ("cosine", "step", "constant"):
+        raise ValueError(f"unknown schedule {recipe.schedule!r}; known: cosine, step, constant")
 
 
 class Diverged(RuntimeError):
@@ -211,17 +228,18 @@ def original(corpus: Corpus, recipe: TrainConfig = TrainConfig(), seed: int = 0,
     key = fingerprint(corpus.key, corpus.task, tuple(corpus.x.shape[1:]), asdict(recipe), seed,
                       numerics(corpus.device))
     path = cache_dir(cache) / "models" / f"original-{key}.pt"
-    saved = checked_load(path) if use_cache else None
-    if saved is not None:
-        model = fresh_model(recipe, corpus.n_classes, corpus.device, seed)
-        model.load_state_dict(saved["state_dict"])
-        return Trained(model.eval(), recipe, saved["history"], saved["seconds"], key,
-                       saved["cost"])
-    trained = train_on(corpus, corpus.indices("train"), recipe, seed, val=corpus.indices("val"),
-                       desc=f"training {corpus.task} model")
-    trained.key = key
-    if use_cache:
-        state = {k: v.detach().cpu() for k, v in trained.model.state_dict().items()}
-        atomic_save({"state_dict": state, "history": trained.history,
-                     "seconds": trained.seconds, "cost": trained.cost}, path)
-    return trained
+    with locked(path) if use_cache else contextlib.nullcontext():  # one trains, others load
+        saved = checked_load(path) if use_cache else None
+        if saved is not None:
+            model = fresh_model(recipe, corpus.n_classes, corpus.device, seed)
+            model.load_state_dict(saved["state_dict"])
+            return Trained(model.eval(), recipe, saved["history"], saved["seconds"], key,
+                           saved["cost"])
+        trained = train_on(corpus, corpus.indices("train"), recipe, seed,
+                           val=corpus.indices("val"), desc=f"training {corpus.task} model")
+        trained.key = key
+        if use_cache:
+            state = {k: v.detach().cpu() for k, v in trained.model.state_dict().items()}
+            atomic_save({"state_dict": state, "history": trained.history,
+                         "seconds": trained.seconds, "cost": trained.cost}, path)
+        return trained

@@ -7,6 +7,8 @@ plus the optimiser and epoch loop every method uses, so that their differences s
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import itertools
 import math
@@ -17,10 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._runtime import progress, shifted
+from ..cost import uncounted
 from ..data import Batches
-
-#: Where :func:`epoch_loop` keeps the weights from before the current epoch (``run`` restores them).
-SNAPSHOT = "_speechul_last_finite"
+from ..metrics import predict
 
 
 def is_finite(model: nn.Module) -> bool:
@@ -29,15 +30,65 @@ def is_finite(model: nn.Module) -> bool:
                if t.is_floating_point())
 
 
+class Guard:
+    """The last healthy weights of one unlearning run, kept by ``unlearn.run`` while it runs.
+
+    Healthy means finite weights *and* finite logits on a few probe clips: weights of ~1e30 are
+    finite but give NaN outputs. The snapshot lives here, not on the model object, so a model
+    that went through an epoch loop elsewhere (a method called directly, an earlier run) never
+    brings a stale snapshot into the next run.
+    """
+
+    def __init__(self, probe: torch.Tensor) -> None:
+        self.probe = probe  # (n, 1, n_mels, frames): a few forget and retain clips
+        self.module: nn.Module | None = None
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def healthy(self, model: nn.Module) -> bool:
+        """Finite weights and batch-norm statistics, and finite logits (n, C) on the probe."""
+        if not is_finite(model):
+            return False
+        with uncounted():  # a health check, not the method's work
+            return bool(torch.isfinite(predict(model, self.probe)).all())
+
+    def keep(self, model: nn.Module) -> None:
+        """Remember ``model``'s weights if they are healthy (else keep the older snapshot)."""
+        if self.healthy(model):
+            self.module, self.state = model, copy.deepcopy(model.state_dict())
+
+    def restored(self) -> nn.Module | None:
+        """The module of the last snapshot with its weights put back; None if none was kept."""
+        if self.module is None or self.state is None:
+            return None
+        self.module.load_state_dict(self.state)
+        return self.module
+
+
+_GUARD: contextvars.ContextVar[Guard | None] = contextvars.ContextVar("speechul_guard",
+                                                                      default=None)
+
+
+@contextlib.contextmanager
+def guarding(guard: Guard) -> Iterator[Guard]:
+    """Make ``guard`` the one :func:`epoch_loop` reports to while a method runs."""
+    token = _GUARD.set(guard)
+    try:
+        yield guard
+    finally:
+        _GUARD.reset(token)
+
+
 def epoch_loop(model: nn.Module, n: int, desc: str) -> Iterator[int]:
     """Epoch numbers with a progress bar, remembering the weights from before each epoch.
 
-    If a step makes the weights (or batch-norm statistics) non-finite, ``run`` restores this
-    copy: a method then returns its last finite weights, never NaN.
+    If a step makes the weights or outputs non-finite, ``run`` restores the last healthy copy
+    (:class:`Guard`): a method then returns its last finite weights, never NaN. Outside ``run``
+    nothing is remembered.
     """
     for epoch in progress(range(n), desc=desc):
-        if is_finite(model):
-            setattr(model, SNAPSHOT, copy.deepcopy(model.state_dict()))
+        guard = _GUARD.get()
+        if guard is not None:
+            guard.keep(model)
         yield epoch
 
 

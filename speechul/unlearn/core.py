@@ -18,13 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from .. import cost, train
-from .._runtime import Timer, fingerprint, seed_everything
+from .._runtime import Timer, fingerprint, keep_random_state, seed_everything
 from ..data import Batches, Split
 from ..metrics import predict
-from ._shared import SNAPSHOT, is_finite
+from ._shared import Guard, guarding
 
 __all__ = ["METHODS", "register", "config", "defaults", "run", "Unlearned", "INJECTED"]
 
@@ -195,25 +196,31 @@ def _stream_seed(seed: int, name: str) -> int:
     return int(fingerprint(seed, name), 16) % 2**62
 
 
-def _settle(name: str, out: nn.Module, passed: nn.Module, original: nn.Module,
+def _settle(name: str, out: nn.Module, guard: Guard, original: nn.Module,
             reason: str | None) -> tuple[nn.Module, bool]:
-    """Return finite weights and whether the method diverged; warn when it did."""
-    snapshot = passed.__dict__.pop(SNAPSHOT, None)
-    out.__dict__.pop(SNAPSHOT, None)
-    if reason is None and is_finite(out):
+    """Return a model with finite weights and outputs, and whether the method diverged.
+
+    When the loss (``reason``), the weights or the outputs on the probe clips went non-finite,
+    the run's last healthy snapshot comes back, else a copy of the original; a warning says
+    which.
+    """
+    if reason is None and guard.healthy(out):
         return out, False
+    reason = reason or "its weights or outputs became non-finite"
+    restored = guard.restored()
     what = "its last finite weights"
-    if not is_finite(out):
-        reason = reason or "its weights became non-finite"
-        if snapshot is not None:
-            passed.load_state_dict(snapshot)
-            out = passed
-        else:
-            out = copy.deepcopy(original)
-            what = "the ORIGINAL model (the method kept no finite snapshot), unlearned nothing"
+    if restored is None:
+        restored = copy.deepcopy(original)
+        what = "the ORIGINAL model (the method kept no finite snapshot), unlearned nothing"
     warnings.warn(f"unlearning method {name!r} diverged ({reason}); it returned {what} "
                   "(check its learning rate)", RuntimeWarning, stacklevel=3)
-    return out, True
+    return restored, True
+
+
+def _probe(split: Split) -> torch.Tensor:
+    """A few forget and retain clips (n, 1, n_mels, frames) whose logits tell a healthy model."""
+    x = split.corpus.x
+    return torch.cat([x[split.subset(name)[:2]] for name in ("forget", "retain")])
 
 
 def _check_outputs(model: nn.Module, split: Split) -> None:
@@ -226,6 +233,21 @@ def _check_outputs(model: nn.Module, split: Split) -> None:
                          "another task or corpus?")
 
 
+def _callers_random_state_kept(fn: Callable[..., Unlearned]) -> Callable[..., Unlearned]:
+    """Run :func:`run` inside :func:`~speechul._runtime.keep_random_state`: it seeds the global
+    generators for repeatable runs, and the caller's streams must come out untouched."""
+
+    @functools.wraps(fn)
+    def wrapper(method: str, original: train.Trained, split: Split, *args: Any,
+                **kwargs: Any) -> Unlearned:
+        device = getattr(getattr(split, "corpus", None), "device", None)
+        with keep_random_state(device):
+            return fn(method, original, split, *args, **kwargs)
+
+    return wrapper
+
+
+@_callers_random_state_kept
 def run(method: str, original: train.Trained, split: Split, *, seed: int = 0,
         batch_size: int | None = None, config: Any = None, **hparams: Any) -> Unlearned:
     """Unlearn ``split.forget`` from a copy of ``original.model`` with a registered method.
@@ -262,13 +284,15 @@ def run(method: str, original: train.Trained, split: Split, *, seed: int = 0,
     model = copy.deepcopy(original.model)
     seed_everything(seed)
     reason = None
+    guard = Guard(_probe(split))
     with Timer() as timer, cost.counting() as work:
         try:
-            out = fn(model, forget=forget, retain=retain, **bound, **injected)
+            with guarding(guard):
+                out = fn(model, forget=forget, retain=retain, **bound, **injected)
         except train.Diverged as err:
             out, reason = model, str(err)
     if not isinstance(out, nn.Module):
         raise TypeError(f"method {method!r} returned {type(out).__name__}, not an nn.Module")
-    out, diverged = _settle(method, out, model, original.model, reason)
+    out, diverged = _settle(method, out, guard, original.model, reason)
     return Unlearned(out.eval(), method, bound, timer.seconds, diverged, work.gflop)
 
