@@ -137,6 +137,12 @@ MUTATIONS = (
     Mutation("salun mask unused", METHODS,
              "n_classes=n_classes,\n                    mask=mask, desc=\"salun\")",
              "n_classes=n_classes,\n                    mask=None, desc=\"salun\")", UNLEARN),
+    Mutation("bad teacher is the original", METHODS,
+             "good, bad = S.frozen_copy(model), S.reinitialised(model, seed)",
+             "good, bad = S.frozen_copy(model), S.frozen_copy(model)", UNLEARN),
+    Mutation("relearning measures the taught clips too", "speechul/audits.py",
+             "taught, held = order[:n_relearn], order[n_relearn:]",
+             "taught, held = order[:n_relearn], order", AUDITS),
 )
 
 

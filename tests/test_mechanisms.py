@@ -520,7 +520,7 @@ def test_most_exposed_speaker_is_judged_against_the_maximum(tiny_corpus, tiny_or
         nulls.append(_rank_aucs(scores, np.stack([rng.permutation(tags) for _ in range(n)])))
     max_t = float(np.quantile(np.max(nulls, axis=0), 0.95))
     single = max(float(np.quantile(null, 0.95)) for null in nulls)
-    assert max_t > single + 0.04, "too few speakers for max-T to matter"
+    assert max_t > single + 0.035, "too few speakers for max-T to matter"
     _, chosen = forget_me.most_exposed(model, corpus, n_permutations=n, seed=0)
     assert abs(chosen.null_high - max_t) < 0.02, (chosen.null_high, max_t, single)
 
