@@ -225,8 +225,11 @@ def main(argv: list[str] | None = None) -> int:
         outcome, seconds = run_one(m, exclude=tuple(args.exclude), timeout=args.timeout)
         results.append((m, outcome))
         print(f"{m.name:40s} {outcome:12s} {seconds:6.1f} s  {', '.join(m.tests)}", flush=True)
-    killed = sum(outcome.startswith("killed") or outcome == "timeout" for _, outcome in results)
-    print(f"\nkilled {killed} of {len(results)} mutations ({killed / max(len(results), 1):.0%})")
+    killed = sum(outcome.startswith("killed") for _, outcome in results)
+    timeouts = sum(outcome == "timeout" for _, outcome in results)
+    print(f"\nkilled {killed} of {len(results)} mutations ({killed / max(len(results), 1):.0%})"
+          + (f"; {timeouts} timed out (undecided: rerun with a longer --timeout)"
+             if timeouts else ""))
     return 0
 
 
