@@ -11,6 +11,7 @@ Usage::
 
     python scripts/mutate.py                    # every mutation; a table and the kill rate
     python scripts/mutate.py --only salun       # the mutations whose name contains "salun"
+    python scripts/mutate.py --skip "signed gaps"   # all but that one (repeatable)
     python scripts/mutate.py --exclude tests/test_mechanisms.py   # as if that file did not exist
     python scripts/mutate.py --check            # only check that every snippet still matches
 
@@ -207,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="only check the snippets")
     parser.add_argument("--only", default="", help="run mutations whose name contains this")
+    parser.add_argument("--skip", action="append", default=[],
+                        help="leave out the mutation of this exact name (repeatable)")
     parser.add_argument("--exclude", action="append", default=[],
                         help="a test file to leave out of every run (repeatable)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per mutation")
@@ -219,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print(f"all {len(MUTATIONS)} mutation snippets match the source")
         return 0
-    chosen = [m for m in MUTATIONS if args.only in m.name]
+    chosen = [m for m in MUTATIONS if args.only in m.name and m.name not in args.skip]
     results = []
     for m in chosen:
         outcome, seconds = run_one(m, exclude=tuple(args.exclude), timeout=args.timeout)
