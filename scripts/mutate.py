@@ -210,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="run mutations whose name contains this")
     parser.add_argument("--skip", action="append", default=[],
                         help="leave out the mutation of this exact name (repeatable)")
+    parser.add_argument("--reverse", action="store_true",
+                        help="run the list from its end (a second runner, side by side)")
     parser.add_argument("--exclude", action="append", default=[],
                         help="a test file to leave out of every run (repeatable)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per mutation")
@@ -223,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"all {len(MUTATIONS)} mutation snippets match the source")
         return 0
     chosen = [m for m in MUTATIONS if args.only in m.name and m.name not in args.skip]
+    chosen = chosen[::-1] if args.reverse else chosen
     results = []
     for m in chosen:
         outcome, seconds = run_one(m, exclude=tuple(args.exclude), timeout=args.timeout)
