@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     """Check the list, then run the selected mutations and print a table and the kill rate."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="only check the snippets")
-    parser.add_argument("--only", default="", help="run mutations whose name contains this")
+    parser.add_argument("--only", action="append", default=[],
+                        help="run mutations whose name contains this (repeatable: any)")
     parser.add_argument("--skip", action="append", default=[],
                         help="leave out the mutation of this exact name (repeatable)")
     parser.add_argument("--reverse", action="store_true",
@@ -224,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print(f"all {len(MUTATIONS)} mutation snippets match the source")
         return 0
-    chosen = [m for m in MUTATIONS if args.only in m.name and m.name not in args.skip]
+    chosen = [m for m in MUTATIONS if m.name not in args.skip
+              and (not args.only or any(part in m.name for part in args.only))]
     chosen = chosen[::-1] if args.reverse else chosen
     results = []
     for m in chosen:
