@@ -83,8 +83,9 @@ def load(task: str = TASK, *, device: str | torch.device | None = None, size: in
 
 
 def _reference(corpus: data.Corpus, setting: Setting, original: train.Trained,
-               split: data.Split, seed: int) -> tuple[nn.Module, float]:
-    """Retrain for (setting, seed) on the digits: trained once, then cached like the speech one."""
+               split: data.Split, seed: int) -> tuple[nn.Module, float, float]:
+    """Retrain for (setting, seed) on the digits, its seconds and work (GFLOP): trained once, then
+    cached like the speech one."""
     path = cache_dir() / "models" / (
         f"retrain-{fingerprint('digits', corpus.key, setting.key, original.key, seed)}.pt")
     saved = checked_load(path)
@@ -93,11 +94,11 @@ def _reference(corpus: data.Corpus, setting: Setting, original: train.Trained,
                           **setting.hparams.get(REFERENCE, {}))
         refuse_diverged(out)
         state = {k: v.detach().cpu() for k, v in out.model.state_dict().items()}
-        saved = {"state_dict": state, "seconds": out.seconds}
+        saved = {"state_dict": state, "seconds": out.seconds, "cost": out.cost}
         atomic_save(saved, path)
     model = train.fresh_model(setting.recipe, corpus.n_classes, corpus.device, seed)
     model.load_state_dict(saved["state_dict"])
-    return model.eval(), float(saved["seconds"])
+    return model.eval(), float(saved["seconds"]), float(saved["cost"])
 
 
 def run_one(corpus: data.Corpus, setting: Setting, method: str, seed: int) -> dict[str, Any]:
@@ -107,18 +108,20 @@ def run_one(corpus: data.Corpus, setting: Setting, method: str, seed: int) -> di
     split = data.forget_split(corpus, setting.kind, fraction=setting.fraction,
                               classes=setting.classes or None,
                               speakers=setting.speakers or None, seed=seed)
-    ref_model, ref_seconds = _reference(corpus, setting, original, split, seed)
+    ref_model, ref_seconds, ref_cost = _reference(corpus, setting, original, split, seed)
     if method == REFERENCE:
-        model, seconds, hp, diverged = ref_model, ref_seconds, {}, False
+        model, seconds, work, hp, diverged = ref_model, ref_seconds, ref_cost, {}, False
     else:
         out = unlearn.run(method, original, split, seed=seed, **setting.hparams.get(method, {}))
-        model, seconds, hp, diverged = out.model, out.seconds, out.hparams, out.diverged
+        model, seconds, work = out.model, out.seconds, out.cost
+        hp, diverged = out.hparams, out.diverged
     random_model = train.fresh_model(setting.recipe, corpus.n_classes, corpus.device,
                                      seed + 10_000)
     row = metrics.evaluate(model, split, reference=ref_model, random_model=random_model)
     describe = {**setting.describe(), "dataset": corpus.name, "task": corpus.task}
     return {**describe, "method": method, "overrides": setting.overrides(method), "seed": seed,
-            **row, "seconds": seconds, "retrain_seconds": ref_seconds,
+            **row, "cost": work, "retrain_cost": ref_cost, "cost_fraction": work / ref_cost,
+            "seconds": seconds, "retrain_seconds": ref_seconds,
             "time_fraction": seconds / ref_seconds,
             "diverged": diverged, "hparams": json.dumps(hp, sort_keys=True, default=str)}
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from speechul import data, features, train
+from speechul import _runtime, data, features, train
 
 QUICK = train.TrainConfig(epochs=2, batch_size=32)
 
@@ -98,10 +98,10 @@ def test_cpu_bf16_is_opt_in_and_keyed(tiny_corpus, tmp_path, monkeypatch):
     own (never the fp32 one), and learns; a bad value is refused by name."""
     cpu = torch.device("cpu")
     monkeypatch.delenv("SPEECHUL_CPU_BF16", raising=False)
-    assert train.precision(cpu) == "fp32"
+    assert _runtime.precision(cpu) == "fp32"
     fp32 = train.original(tiny_corpus, QUICK, seed=0, cache=tmp_path)
     monkeypatch.setenv("SPEECHUL_CPU_BF16", "1")
-    assert train.precision(cpu) == "bf16"
+    assert _runtime.precision(cpu) == "bf16"
     with train.autocast(cpu):
         assert torch.is_autocast_enabled("cpu")
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16
@@ -111,7 +111,7 @@ def test_cpu_bf16_is_opt_in_and_keyed(tiny_corpus, tmp_path, monkeypatch):
     assert bf16.history[-1]["loss"] < bf16.history[0]["loss"]
     monkeypatch.setenv("SPEECHUL_CPU_BF16", "yes")
     with pytest.raises(ValueError, match="SPEECHUL_CPU_BF16"):
-        train.precision(cpu)
+        _runtime.precision(cpu)
 
 
 def test_cuda_trains_in_bf16_only_where_the_gpu_has_it(monkeypatch):
@@ -121,9 +121,9 @@ def test_cuda_trains_in_bf16_only_where_the_gpu_has_it(monkeypatch):
 
     cuda = torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", emulated)
-    assert train.precision(cuda) == "fp32"
+    assert _runtime.precision(cuda) == "fp32"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
-    assert train.precision(cuda) == "bf16"
+    assert _runtime.precision(cuda) == "bf16"
 
 
 _FAULTS = """
