@@ -17,12 +17,13 @@ deliberately wrong solutions live in ``book/assignments/solutions/`` and ``tests
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jupytext
@@ -40,20 +41,47 @@ def _check(name: str, ok: bool, why: str) -> Check:
     return name, bool(ok), why
 
 
-def execute(submission: Path, workdir: Path) -> tuple[Path, str]:
-    """Run the submission into ``workdir/executed.ipynb``; return (results path, error line)."""
+#: Seconds one cell of a submission may run before the grader stops it (a tiny-size run of the
+#: whole notebook takes < 2 min; an endless loop must not hold the grading queue).
+CELL_TIMEOUT = 600
+
+
+@contextlib.contextmanager
+def _kernel_env(cache: Path) -> Iterator[None]:
+    """The environment the submission's kernel starts with: ``KERNEL_ENV`` and its own, empty
+    cache folder, so a submission neither reads the instructor's cached models and features
+    nor writes into them. The grader's own environment is restored after."""
+    saved = dict(os.environ)
+    os.environ.update({**KERNEL_ENV, "SPEECHUL_CACHE": str(cache)})
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def execute(submission: Path, workdir: Path, *, timeout: int | None = None) -> tuple[Path, str]:
+    """Run the submission into ``workdir/executed.ipynb``; return (results path, error line).
+
+    The notebook runs in a kernel process of its own, each cell under ``timeout`` seconds
+    (default :data:`CELL_TIMEOUT`), with an empty cache in a temporary folder.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     source, target = workdir / "submission.ipynb", workdir / "executed.ipynb"
     nbformat.write(jupytext.read(submission), source)
     results = workdir / "results.json"
     results.unlink(missing_ok=True)
-    os.environ.update(KERNEL_ENV)
-    try:
-        papermill.execute_notebook(str(source), str(target), kernel_name="python3",
-                                   parameters={**GRADE_PARAMS, "RESULTS": str(results)},
-                                   progress_bar=False, cwd=str(workdir))
-    except papermill.PapermillExecutionError as err:
-        return results, f"{err.ename}: {err.evalue}"
+    timeout = CELL_TIMEOUT if timeout is None else timeout
+    with tempfile.TemporaryDirectory(prefix="grader-cache-") as cache, _kernel_env(Path(cache)):
+        try:
+            papermill.execute_notebook(str(source), str(target), kernel_name="python3",
+                                       parameters={**GRADE_PARAMS, "RESULTS": str(results)},
+                                       progress_bar=False, cwd=str(workdir),
+                                       execution_timeout=timeout)
+        except papermill.PapermillExecutionError as err:
+            return results, f"{err.ename}: {err.evalue}"
+        except TimeoutError:  # nbclient's CellTimeoutError
+            return results, f"a cell ran longer than {timeout} s and was stopped"
     return results, ""
 
 
