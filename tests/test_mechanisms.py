@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from scriptload import load_script
 from sklearn.metrics import roc_auc_score
+from test_metrics import FixedLogits, make_corpus
 from torch import nn
 
 from speechul import audits, data, forget_me, metrics, sisa, train, unlearn
@@ -268,27 +269,8 @@ def test_scrub_maximises_on_forget_then_minimises_on_retain(one_epoch_calls):
 # --------------------------------------------------------------------------- audits and metrics
 
 
-class FixedLogits(nn.Module):
-    """Clip i (its feature tensor holds the number i) gets row i of ``table`` as logits."""
-
-    def __init__(self, table: list[list[float]]) -> None:
-        super().__init__()
-        self.table = nn.Parameter(torch.tensor(table, dtype=torch.float32))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.table[x.flatten().long()]
-
-
-def _fixed_corpus(y: list[int], part: list[int], n_classes: int = 2) -> data.Corpus:
-    """A corpus whose clip i is the number i, with labels ``y`` and parts ``part``."""
-    n = len(y)
-    labels = {"keyword": torch.tensor(y), "speaker": torch.zeros(n, dtype=torch.long)}
-    source = data.Source(name="fixed", key="fixed-mechanisms", labels=labels,
-                         names={"keyword": tuple(f"k{i}" for i in range(n_classes)),
-                                "speaker": ("s0",)},
-                         part=torch.tensor(part), load_waves=lambda idx: torch.zeros(len(idx), 1))
-    x = torch.arange(n, dtype=torch.float32).reshape(n, 1, 1, 1)
-    return data.Corpus(source=source, x=x, task="keyword", labels={**labels, "part": source.part})
+# FixedLogits and the fixed corpus (clip i holds the number i) are test_metrics.py's.
+_fixed_corpus = make_corpus
 
 
 def test_lira_online_uses_the_in_shadows():
