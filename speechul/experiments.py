@@ -32,8 +32,7 @@ from ._runtime import atomic_save, cache_dir, checked_load, fingerprint, locked,
 from .setting import GROUP, HOLDOUTS, REFERENCE, Setting
 
 __all__ = ["Setting", "run", "run_many", "run_one", "reference", "Reference", "summary",
-           "corpus_of", "GROUP",
-           "HOLDOUTS"]
+           "corpus_of", "load_run", "reference_path", "scored", "GROUP", "HOLDOUTS"]
 
 
 def _options(setting: Setting) -> str:
@@ -55,7 +54,7 @@ def corpus_of(setting: Setting) -> data.Corpus:
                    _options(setting))
 
 
-def _load(setting: Setting, seed: int) -> tuple[train.Trained, data.Split]:
+def load_run(setting: Setting, seed: int) -> tuple[train.Trained, data.Split]:
     """The original model and the forget request for one seed (both from caches when present)."""
     corpus = corpus_of(setting)
     original_seed = seed if setting.vary_original else setting.original_seed
@@ -66,7 +65,7 @@ def _load(setting: Setting, seed: int) -> tuple[train.Trained, data.Split]:
     return original, split
 
 
-def _reference_path(setting: Setting, original: train.Trained, seed: int) -> Path:
+def reference_path(setting: Setting, original: train.Trained, seed: int) -> Path:
     name = fingerprint(setting.reference_key, original.key, seed)
     return cache_dir() / "models" / f"retrain-{name}.pt"
 
@@ -94,10 +93,10 @@ def reference(setting: Setting, seed: int) -> Reference:
     every machine. ``seconds`` are those of the run that trained it (measured like every
     method's: one run, wall-clock), reported only.
     """
-    original, split = _load(setting, seed)
+    original, split = load_run(setting, seed)
     corpus = split.corpus
     hp = dict(setting.hparams.get(REFERENCE, {}))
-    path = _reference_path(setting, original, seed)
+    path = reference_path(setting, original, seed)
     with locked(path):  # of several processes missing it, one trains it, the others load
         saved = checked_load(path)
         model = train.fresh_model(setting.recipe, corpus.n_classes, corpus.device, seed)
@@ -137,7 +136,7 @@ def _reference_row(model: nn.Module, split: data.Split, path: Path,
                  lambda: metrics.evaluate(model, split))
 
 
-def _scored(split: data.Split, holdout: str) -> data.Split:
+def scored(split: data.Split, holdout: str) -> data.Split:
     """The split a run is scored on: with ``holdout="val"`` the validation clips stand in for
     the test clips everywhere a score reads them (accuracy, the attacker's non-members)."""
     if holdout == "test":
@@ -162,10 +161,10 @@ def _registered(todo: Todo) -> runners.Registered:
 
 def run_one(setting: Setting, method: str, seed: int) -> dict[str, Any]:
     """Unlearn with one method for one seed and evaluate against Retrain: one result row."""
-    original, split = _load(setting, seed)
+    original, split = load_run(setting, seed)
     ref_model, ref_seconds, ref_cost = reference(setting, seed)
-    scored = _scored(split, setting.holdout)
-    ref_row = _reference_row(ref_model, scored, _reference_path(setting, original, seed),
+    on = scored(split, setting.holdout)
+    ref_row = _reference_row(ref_model, on, reference_path(setting, original, seed),
                              setting.holdout)
     if method == REFERENCE:
         model, seconds, work, hp, diverged = ref_model, ref_seconds, ref_cost, {}, False
@@ -177,7 +176,7 @@ def run_one(setting: Setting, method: str, seed: int) -> dict[str, Any]:
                                      split.corpus.device, seed + 10_000)
     # Retrain's row as the reference (the same numbers as passing its model, computed once),
     # plus the one comparison that needs its outputs.
-    row = metrics.evaluate(model, scored, reference=ref_row, random_model=random_model)
+    row = metrics.evaluate(model, on, reference=ref_row, random_model=random_model)
     row["js_to_reference"] = metrics.js_divergence(model, ref_model, split.corpus, split.forget)
     return {**setting.describe(), "method": method, "overrides": setting.overrides(method),
             "seed": seed, **row,
@@ -307,7 +306,7 @@ def _on(runner: contextlib.AbstractContextManager[Submit], todo: Todo) -> Iterat
 
 def _cache_original(setting: Setting, seed: int) -> None:
     """Train (or find) the original; returns nothing, so no model or corpus travels back."""
-    _load(setting, seed)
+    load_run(setting, seed)
 
 
 def _original_key(setting: Setting, seed: int) -> tuple:

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import metrics, train, unlearn
 from ._runtime import atomic_save, checked_load, fingerprint
-from .experiments import REFERENCE, _load, _reference_path, _scored, reference, refuse_diverged
+from .experiments import REFERENCE, load_run, reference, reference_path, refuse_diverged, scored
 from .setting import Setting
 
 __all__ = ["floor", "OTHER"]
@@ -28,9 +28,9 @@ def floor(setting: Setting, seed: int, *, other: int = OTHER) -> dict[str, Any]:
     """The metrics row of a second Retrain (seed ``seed + other``) against the request's
     Retrain (seed ``seed``): ``gap_mean`` is the Retrain-vs-Retrain noise floor of that request,
     in the same units as every method's gap. Cached: a re-run loads the second model."""
-    original, split = _load(setting, seed)
+    original, split = load_run(setting, seed)
     first = reference(setting, seed).model
-    path = _reference_path(setting, original, seed)
+    path = reference_path(setting, original, seed)
     second_path = path.with_name(f"retrain2-{fingerprint(path.name, other)}.pt")
     saved = checked_load(second_path)
     if saved is None:
@@ -44,5 +44,5 @@ def floor(setting: Setting, seed: int, *, other: int = OTHER) -> dict[str, Any]:
                                    split.corpus.device, seed + other)
         second.load_state_dict(saved["state_dict"])
         second.eval()
-    row = metrics.evaluate(second, _scored(split, setting.holdout), reference=first)
+    row = metrics.evaluate(second, scored(split, setting.holdout), reference=first)
     return {**setting.describe(), "seed": seed, **row}

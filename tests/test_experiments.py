@@ -241,8 +241,8 @@ def test_one_thread_workers_match_one_thread_in_process(tmp_path, monkeypatch):
 def test_a_cached_retrain_keeps_its_cost_and_rows_compare_work(table):
     """Budgets compare work: a row's cost fraction is its GFLOP over its Retrain's, and
     fine-tuning's two epochs on the retain set are exactly 2/epochs of Retrain's work."""
-    original, split = experiments._load(SETTING, 0)
-    saved = experiments.checked_load(experiments._reference_path(SETTING, original, 0))
+    original, split = experiments.load_run(SETTING, 0)
+    saved = experiments.checked_load(experiments.reference_path(SETTING, original, 0))
     ref = experiments.reference(SETTING, 0)
     assert (ref.cost, ref.seconds) == (saved["cost"], saved["seconds"]) and ref.cost > 0
     rows = experiments.run(SETTING)
@@ -309,7 +309,7 @@ def test_a_diverged_retrain_is_refused_not_cached(tmp_path, monkeypatch):
     epoch; for Retrain that would make the model trained on the forget set the reference."""
     monkeypatch.setenv("SPEECHUL_CACHE", str(tmp_path))
     setting = dataclasses.replace(SETTING, seeds=(0,))
-    original, _ = experiments._load(setting, 0)
+    original, _ = experiments.load_run(setting, 0)
 
     def diverging(method, trained, split, **kwargs):
         return experiments.unlearn.Unlearned(trained.model, method, {}, 0.1, diverged=True)
@@ -317,7 +317,7 @@ def test_a_diverged_retrain_is_refused_not_cached(tmp_path, monkeypatch):
     monkeypatch.setattr(experiments.unlearn, "run", diverging)
     with pytest.raises(RuntimeError, match="Retrain diverged"):
         experiments.reference(setting, 0)
-    assert not experiments._reference_path(setting, original, 0).exists()
+    assert not experiments.reference_path(setting, original, 0).exists()
 
 
 def test_list_valued_data_options_reach_the_loader(monkeypatch):
@@ -332,7 +332,7 @@ def test_list_valued_data_options_reach_the_loader(monkeypatch):
     monkeypatch.setitem(data.LOADERS, "listed", listed)
     setting = dataclasses.replace(SETTING, dataset="listed", seeds=(0,),
                                   data_options={"words": ["yes", "no"]})
-    _, split = experiments._load(setting, 0)
+    _, split = experiments.load_run(setting, 0)
     assert seen["words"] == ["yes", "no"] and len(split.forget) > 0
     assert hash(experiments._original_key(setting, 0))
 
