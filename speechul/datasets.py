@@ -24,19 +24,19 @@ from pathlib import Path
 import numpy as np
 import torchaudio
 
-from ._audiofiles import (
+from ._runtime import cache_dir
+from .audiofiles import (
     FRACTIONS,
     SAMPLE_RATE,
     Row,
-    _cap,
-    _download_guard,
-    _missing,
-    _source,
-    _split_per_group,
-    _walk,
+    cap,
+    download_guard,
+    make_source,
+    missing,
+    split_per_group,
+    walk,
 )
-from ._runtime import cache_dir
-from .data import PARTS, Source
+from .corpus import PARTS, Source
 
 __all__ = ["SAMPLE_RATE", "SUPERB_KEYWORDS", "UNKNOWN", "SILENCE", "BACKGROUND", "data_root",
            "speech_commands", "librispeech", "voxceleb1"]
@@ -73,11 +73,11 @@ def _sc_listing(folder: Path, version: str, download: bool) -> list[tuple[str, s
     root, archive = folder.parent.parent, folder.parent.name
     out = []
     for part, subset in enumerate(("training", "validation", "testing")):
-        with _download_guard("Speech Commands", SC_URL.format(version), download):
+        with download_guard("Speech Commands", SC_URL.format(version), download):
             dataset = torchaudio.datasets.SPEECHCOMMANDS(
                 root, url=folder.name, folder_in_archive=archive, download=download,
                 subset=subset)
-        for path, _, word, speaker, _ in _walk(dataset, f"listing {subset}"):
+        for path, _, word, speaker, _ in walk(dataset, f"listing {subset}"):
             out.append((path, word, speaker, part))
     return out
 
@@ -91,7 +91,7 @@ def _sc_folder(root: Path, version: str, download: bool) -> Path:
             return folder
     if download:
         return root / "SpeechCommands" / name
-    raise _missing(f"Speech Commands {version}", root / "SpeechCommands" / name,
+    raise missing(f"Speech Commands {version}", root / "SpeechCommands" / name,
                    f"Download it with su.data.load('speechcommands', root='{root}', "
                    f"version='{version}', download=True), or fetch {SC_URL.format(version)} and "
                    f"extract it into {root / 'SpeechCommands' / name}.")
@@ -120,7 +120,7 @@ def _silence_rows(folder: Path, counts: list[int]) -> tuple[list[Row], list[int]
     """
     noise = sorted(p.name for p in (folder / "_background_noise_").glob("*.wav"))
     if not noise and any(counts):
-        raise _missing("Speech Commands background noise", folder / "_background_noise_",
+        raise missing("Speech Commands background noise", folder / "_background_noise_",
                        "The _silence_ class is cut from these files; re-extract the archive.")
     bounds = np.cumsum((0.0, *FRACTIONS))
     rows, part = [], []
@@ -144,8 +144,8 @@ def _sc_clips(listing: list[tuple[str, str, str, int]], keywords: tuple[str, ...
     paths = [path for path, *_ in listing]
     label = [w if w in keywords else UNKNOWN for _, w, _, _ in listing]
     speaker = [s for _, _, s, _ in listing]
-    part = [p for *_, p in listing] if parts == "official" else _split_per_group(paths, speaker)
-    keep = _cap(paths, list(zip(label, part, strict=True)), max_per_class)
+    part = [p for *_, p in listing] if parts == "official" else split_per_group(paths, speaker)
+    keep = cap(paths, list(zip(label, part, strict=True)), max_per_class)
     rows: list[Row] = [(paths[i], 0, 1, 0.0, 1.0) for i in keep]
     return rows, [label[i] for i in keep], [speaker[i] for i in keep], [part[i] for i in keep]
 
@@ -198,7 +198,7 @@ def speech_commands(root: str | os.PathLike | None = None, version: str = "v0.01
     tag = words if isinstance(words, str) else "-".join(words)
     options = dict(version=version, words=tag, parts=parts, clip_seconds=clip_seconds,
                    max_per_class=max_per_class)
-    return _source(f"speechcommands-{version}-{tag}", folder.parent, rows,
+    return make_source(f"speechcommands-{version}-{tag}", folder.parent, rows,
                    {"keyword": label, "speaker": speaker},
                    {"keyword": keywords, "speaker": speakers}, part, clip_seconds, options)
 
@@ -232,7 +232,7 @@ def _speaker_source(name: str, base: Path, utterances: list[tuple[str, str, int]
     speaker = [s for _, s, _ in utterances for _ in range(crops)]
     part = [p for _, _, p in utterances for _ in range(crops)]
     names = tuple(sorted(set(speaker), key=lambda s: (len(s), s)))
-    return _source(name, base, rows, {"speaker": speaker}, {"speaker": names}, part,
+    return make_source(name, base, rows, {"speaker": speaker}, {"speaker": names}, part,
                    crop_seconds, options)
 
 
@@ -256,18 +256,18 @@ def librispeech(root: str | os.PathLike | None = None, subset: str = "train-clea
     _check_crops(crop_seconds, crops_per_utterance)
     root = data_root(root, cache)
     if not (root / "LibriSpeech" / subset).is_dir() and not download:
-        raise _missing(f"LibriSpeech {subset}", root / "LibriSpeech" / subset,
+        raise missing(f"LibriSpeech {subset}", root / "LibriSpeech" / subset,
                        f"Download it with su.data.load('librispeech', task='speaker', "
                        f"root='{root}', subset='{subset}', download=True), or fetch "
                        f"{LIBRISPEECH_URL.format(subset)} and extract it in {root}.")
-    with _download_guard(f"LibriSpeech {subset}", LIBRISPEECH_URL.format(subset), download):
+    with download_guard(f"LibriSpeech {subset}", LIBRISPEECH_URL.format(subset), download):
         dataset = torchaudio.datasets.LIBRISPEECH(root, url=subset, download=download)
-    listing = [(m[0], str(m[3])) for m in _walk(dataset, f"listing {subset}")]
+    listing = [(m[0], str(m[3])) for m in walk(dataset, f"listing {subset}")]
     listing = [listing[i] for i in _pick_speakers([s for _, s in listing], n_speakers)]
     paths, speaker = [p for p, _ in listing], [s for _, s in listing]
-    keep = _cap(paths, speaker, max_per_speaker)
+    keep = cap(paths, speaker, max_per_speaker)
     paths, speaker = [paths[i] for i in keep], [speaker[i] for i in keep]
-    part = _split_per_group(paths, speaker)
+    part = split_per_group(paths, speaker)
     options = dict(subset=subset, crop_seconds=crop_seconds, crops=crops_per_utterance,
                    n_speakers=n_speakers, max_per_speaker=max_per_speaker)
     return _speaker_source(f"librispeech-{subset}", root / "LibriSpeech",
@@ -283,9 +283,9 @@ def _vox_check(root: Path, download: bool) -> None:
     if download:
         return
     if not (root / "wav").is_dir():
-        raise _missing("VoxCeleb1 audio", root / "wav", how)
+        raise missing("VoxCeleb1 audio", root / "wav", how)
     if not (root / "iden_split.txt").is_file():
-        raise _missing("VoxCeleb1 identification split", root / "iden_split.txt", how)
+        raise missing("VoxCeleb1 identification split", root / "iden_split.txt", how)
 
 
 @contextlib.contextmanager
@@ -321,13 +321,13 @@ def voxceleb1(root: str | os.PathLike | None = None, crop_seconds: float = 3.0,
     _vox_check(root, download)
     listing = []
     for part, subset in enumerate(("train", "dev", "test")):
-        with _download_guard("VoxCeleb1", VOX_PAGE, download), _split_file(root):
+        with download_guard("VoxCeleb1", VOX_PAGE, download), _split_file(root):
             dataset = torchaudio.datasets.VoxCeleb1Identification(root, subset=subset,
                                                                   download=download)
-        listing += [(m[0], m[0].split("/")[0], part) for m in _walk(dataset, f"listing {subset}")]
+        listing += [(m[0], m[0].split("/")[0], part) for m in walk(dataset, f"listing {subset}")]
     listing = [listing[i] for i in _pick_speakers([s for _, s, _ in listing], n_speakers)]
     paths = [p for p, _, _ in listing]
-    keep = _cap(paths, [(s, p) for _, s, p in listing], max_per_speaker)
+    keep = cap(paths, [(s, p) for _, s, p in listing], max_per_speaker)
     options = dict(crop_seconds=crop_seconds, crops=crops_per_utterance, n_speakers=n_speakers,
                    max_per_speaker=max_per_speaker)
     return _speaker_source("voxceleb1", root / "wav", [listing[i] for i in keep], crop_seconds,

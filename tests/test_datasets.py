@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from speechul import _audiofiles, data, datasets
+from speechul import audiofiles, data, datasets
 from speechul.features import FeatureConfig
 
 SR = 16_000
@@ -216,8 +216,8 @@ def test_per_speaker_parts_give_forgotten_speakers_test_clips(sc_root: Path,
 def test_second_load_reads_no_audio(sc_root: Path, tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = _audiofiles._read_clip
-    monkeypatch.setattr(_audiofiles, "_read_clip", lambda *a: calls.append(a[0]) or real(*a))
+    real = audiofiles.read_clip
+    monkeypatch.setattr(audiofiles, "read_clip", lambda *a: calls.append(a[0]) or real(*a))
     first = data.load("speechcommands", root=sc_root, cache=tmp_path, device="cpu")
     assert len(calls) == len(first)
     calls.clear()
@@ -300,7 +300,7 @@ def test_failed_download_is_one_clear_error() -> None:
     import urllib.error
 
     with (pytest.raises(ConnectionError, match="downloading X from http://x failed"),
-          _audiofiles._download_guard("X", "http://x")):
+          audiofiles.download_guard("X", "http://x")):
         raise urllib.error.URLError("no route to host")
 
 

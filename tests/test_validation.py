@@ -10,7 +10,7 @@ import os
 import pytest
 import torch
 
-from speechul import _audiofiles, data, experiments, features, seed_everything, train
+from speechul import audiofiles, data, experiments, features, seed_everything, train
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -84,7 +84,7 @@ def test_a_real_corpus_key_follows_its_files(tmp_path):
     rows = [("a.wav", 0, 1, 0.0, 1.0)]
 
     def key() -> str:
-        return _audiofiles._source("toy", tmp_path, rows, {"keyword": ["a"]},
+        return audiofiles.make_source("toy", tmp_path, rows, {"keyword": ["a"]},
                                    {"keyword": ("a",)}, [0], 1.0, {}).key
 
     before = key()

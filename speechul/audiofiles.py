@@ -1,4 +1,4 @@
-"""Reading clips out of real corpora's audio files, shared by the loaders in ``datasets``.
+"""Reading clips out of real corpora's audio files: the helpers every loader of ``datasets`` shares.
 
 A clip is a window of one file (see ``speechul.datasets``): these helpers read it with
 ``soundfile``, turn string labels into a :class:`~speechul.data.Source`, pick stable subsets and
@@ -21,7 +21,10 @@ import soundfile as sf
 import torch
 
 from ._runtime import fingerprint, progress
-from .data import Source
+from .corpus import Source
+
+__all__ = ["SAMPLE_RATE", "FRACTIONS", "Row", "read_clip", "wave_loader", "make_source", "cap",
+           "hash_order", "split_per_group", "missing", "download_guard", "walk"]
 
 SAMPLE_RATE = 16_000
 FRACTIONS = (0.8, 0.1, 0.1)  # train/val/test share where speechul makes the split itself
@@ -31,7 +34,7 @@ Row = tuple[str, int, int, float, float]
 # --------------------------------------------------------------------------- reading audio
 
 
-def _read_clip(path: Path, slot: int, slots: int, lo: float, hi: float, length: int) -> np.ndarray:
+def read_clip(path: Path, slot: int, slots: int, lo: float, hi: float, length: int) -> np.ndarray:
     """One clip as float32 (length,): window ``slot`` of ``slots`` in [lo, hi) of the file.
 
     Raises ValueError naming the file when it is missing, unreadable, empty, not 16 kHz or
@@ -60,7 +63,7 @@ def _read_clip(path: Path, slot: int, slots: int, lo: float, hi: float, length: 
     return np.pad(wave, (0, length - len(wave)))
 
 
-def _wave_loader(base: Path, rows: Sequence[Row], seconds: float,
+def wave_loader(base: Path, rows: Sequence[Row], seconds: float,
                  workers: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """``load_waves`` for a Source: (B,) indices -> (B, samples) float32, reading only those files.
 
@@ -72,7 +75,7 @@ def _wave_loader(base: Path, rows: Sequence[Row], seconds: float,
 
     def read(i: int) -> np.ndarray:
         path, slot, slots, lo, hi = rows[i]
-        return _read_clip(base / path, slot, slots, lo, hi, length)
+        return read_clip(base / path, slot, slots, lo, hi, length)
 
     def load_waves(indices: torch.Tensor) -> torch.Tensor:
         ids = [int(i) for i in torch.as_tensor(indices).flatten()]
@@ -86,7 +89,7 @@ def _wave_loader(base: Path, rows: Sequence[Row], seconds: float,
     return load_waves
 
 
-def _contents(base: Path, rows: Sequence[Row]) -> str:
+def contents(base: Path, rows: Sequence[Row]) -> str:
     """A hash of every clip file's size and modification time (ns): what changes when a file's
     audio does, without reading the audio (a real corpus is ~10^5 files; ``stat`` is cheap)."""
     digest = hashlib.sha256()
@@ -99,32 +102,32 @@ def _contents(base: Path, rows: Sequence[Row]) -> str:
     return digest.hexdigest()
 
 
-def _encode(values: Sequence[str], names: tuple[str, ...]) -> torch.Tensor:
+def encode(values: Sequence[str], names: tuple[str, ...]) -> torch.Tensor:
     lookup = {n: i for i, n in enumerate(names)}
     return torch.tensor([lookup[v] for v in values], dtype=torch.long)
 
 
-def _source(name: str, base: Path, rows: list[Row], labels: dict[str, list[str]],
+def make_source(name: str, base: Path, rows: list[Row], labels: dict[str, list[str]],
             names: dict[str, tuple[str, ...]], part: list[int], seconds: float,
             options: dict) -> Source:
     """Labels as strings -> a Source whose key fingerprints the exact clip list and options.
 
     The key includes the dataset's absolute folder: the same file names elsewhere may hold
     other audio, and a stale feature cache must never be reused for it; and the files' sizes and
-    modification times (:func:`_contents`), so re-extracted or edited audio is not either.
+    modification times (:func:`contents`), so re-extracted or edited audio is not either.
     """
-    key = fingerprint(name, str(base.resolve()), options, rows, part, labels, _contents(base, rows),
+    key = fingerprint(name, str(base.resolve()), options, rows, part, labels, contents(base, rows),
                       "datasets-v1")
     return Source(name=name, key=key,
-                  labels={task: _encode(values, names[task]) for task, values in labels.items()},
+                  labels={task: encode(values, names[task]) for task, values in labels.items()},
                   names=names, part=torch.tensor(part, dtype=torch.long),
-                  load_waves=_wave_loader(base, rows, seconds), sample_rate=SAMPLE_RATE)
+                  load_waves=wave_loader(base, rows, seconds), sample_rate=SAMPLE_RATE)
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _hash_order(keys: Sequence[str]) -> list[int]:
+def hash_order(keys: Sequence[str]) -> list[int]:
     """Positions of ``keys`` in a stable pseudo-random order (sha1 of the key).
 
     Used wherever a subset must be picked: it is reproducible on every machine and independent
@@ -133,7 +136,7 @@ def _hash_order(keys: Sequence[str]) -> list[int]:
     return sorted(range(len(keys)), key=lambda i: hashlib.sha1(keys[i].encode()).hexdigest())
 
 
-def _cap(keys: Sequence[str], groups: Sequence[object], limit: int | None) -> list[int]:
+def cap(keys: Sequence[str], groups: Sequence[object], limit: int | None) -> list[int]:
     """Indices to keep so that each group has at most ``limit`` items (hash-ordered picks)."""
     if limit is None:
         return list(range(len(keys)))
@@ -141,21 +144,21 @@ def _cap(keys: Sequence[str], groups: Sequence[object], limit: int | None) -> li
         raise ValueError(f"a per-class/per-speaker limit must be >= 1, got {limit}")
     seen: dict[object, int] = {}
     keep = []
-    for i in _hash_order(keys):
+    for i in hash_order(keys):
         seen[groups[i]] = seen.get(groups[i], 0) + 1
         if seen[groups[i]] <= limit:
             keep.append(i)
     return sorted(keep)
 
 
-def _split_per_group(keys: Sequence[str], groups: Sequence[object]) -> list[int]:
+def split_per_group(keys: Sequence[str], groups: Sequence[object]) -> list[int]:
     """Part (0/1/2) of each item: within every group, hash-ordered 80/10/10 train/val/test.
 
     A group with 3 or more items always gets at least one validation and one test item, so
     every speaker can be evaluated.
     """
     members: dict[object, list[int]] = {}
-    for i in _hash_order(keys):
+    for i in hash_order(keys):
         members.setdefault(groups[i], []).append(i)
     part = [0] * len(keys)
     for items in members.values():
@@ -166,13 +169,13 @@ def _split_per_group(keys: Sequence[str], groups: Sequence[object]) -> list[int]
     return part
 
 
-def _missing(what: str, expected: Path, how: str) -> FileNotFoundError:
+def missing(what: str, expected: Path, how: str) -> FileNotFoundError:
     return FileNotFoundError(f"{what} not found: expected {expected}. {how} (Datasets are looked "
                              "for under root=, else $SPEECHUL_DATA, else <cache>/datasets.)")
 
 
 @contextlib.contextmanager
-def _download_guard(what: str, url: str, enabled: bool = True,
+def download_guard(what: str, url: str, enabled: bool = True,
                     timeout: float = 60.0) -> Iterator[None]:
     """Turn a stalled or failed download into one clear error instead of a hang or traceback.
 
@@ -192,7 +195,7 @@ def _download_guard(what: str, url: str, enabled: bool = True,
         socket.setdefaulttimeout(previous)
 
 
-def _walk(dataset: object, desc: str) -> list[tuple]:
+def walk(dataset: object, desc: str) -> list[tuple]:
     """All ``get_metadata`` tuples of a torchaudio dataset (paths and labels; no audio read).
 
     A listed file that is gone, or a LibriSpeech transcript without the utterance's line, is
