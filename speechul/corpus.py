@@ -30,6 +30,9 @@ PARTS = ("train", "val", "test")
 class Source:
     """A dataset before features: labels, parts and a way to read audio. Loaders return this.
 
+    A corpus that is not audio (the digits images of :mod:`speechul.digits`) gives its model
+    inputs as ``inputs`` instead: they are used as they are, with no log-mel features.
+
     Args:
         name: display name, e.g. ``"embedded-default"``.
         key: a fingerprint of the exact clips (it keys the feature cache).
@@ -38,6 +41,7 @@ class Source:
         part: (N,) int64, 0 train / 1 val / 2 test.
         load_waves: (B,) indices -> (B, samples) int16 or float waves at ``sample_rate``.
         sample_rate: the waves' rate in Hz.
+        inputs: (N, 1, H, W) model inputs, for a corpus that has no audio (else ``None``).
     """
 
     name: str
@@ -47,6 +51,7 @@ class Source:
     part: torch.Tensor
     load_waves: Callable[[torch.Tensor], torch.Tensor]
     sample_rate: int = 16_000
+    inputs: torch.Tensor | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:  # a line, not every label tensor (a notebook echoes it)
         tasks = ", ".join(f"{t}: {len(n)} classes" for t, n in self.names.items())

@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import torch
 
+from . import digits, synth
 from . import features as feats
-from . import synth
 from ._runtime import default_device
 from .corpus import Corpus, Source
 
@@ -69,6 +69,7 @@ LOADERS: dict[str, Loader] = {
     "speechcommands": real("speech_commands", cap="max_per_class"),
     "librispeech": real("librispeech", cap="max_per_speaker"),
     "voxceleb1": real("voxceleb1", cap="max_per_speaker"),
+    "digits": digits.source,
 }
 
 
@@ -86,7 +87,12 @@ def check_loader(name: str, loader: Loader, arguments: dict) -> None:
 
 def _inputs(name: str, source: Source, features: feats.FeatureConfig,
             cache: str | os.PathLike | None, device: torch.device) -> torch.Tensor:
-    """The model inputs of every clip: cached log-mels of its audio."""
+    """The model inputs of every clip: the source's own (images), else cached log-mels."""
+    if source.inputs is not None:
+        if features != feats.FeatureConfig():
+            raise ValueError(f"dataset {name!r} gives its inputs directly (it has no audio), so "
+                             "feature settings do not apply: leave features= at its default")
+        return source.inputs
     if source.sample_rate != features.sample_rate:
         raise ValueError(f"dataset {name!r} has {source.sample_rate} Hz audio but the features "
                          f"expect {features.sample_rate} Hz")
@@ -100,7 +106,7 @@ def load(name: str = "embedded", task: str | None = None, *,
     """Load a corpus by name with cached log-mel features on ``device``.
 
     Args:
-        name: a key of ``LOADERS`` (``"embedded"``, ``"speechcommands"``, ...).
+        name: a key of ``LOADERS`` (``"embedded"``, ``"speechcommands"``, ``"digits"``, ...).
         task: ``"keyword"`` or ``"speaker"``: which labels ``Corpus.y`` holds (default: the
             corpus's first task, ``"keyword"`` where it has keywords).
         device: where features live (default: CUDA when present, else CPU).

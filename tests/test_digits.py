@@ -1,5 +1,6 @@
-"""The digits image baseline: a Corpus the speech code runs on unchanged, and one Setting played
-on images gives the same kind of rows as on speech."""
+"""The digits image baseline: a dataset loader like the speech ones, so the speech code (and the
+one experiment runner) runs on it unchanged, and one Setting played on images gives the same
+kind of rows as on speech."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import dataclasses
 import pytest
 import torch
 
-from speechul import data, digits, experiments, metrics, train
+from speechul import data, experiments, features, metrics, train
 
 RECIPE = train.TrainConfig(epochs=2, batch_size=64)
 
 
 @pytest.fixture(scope="module")
 def corpus() -> data.Corpus:
-    return digits.load(device="cpu")
+    return data.load("digits", device="cpu")
 
 
 def test_corpus_shape_parts_and_labels(corpus):
@@ -29,19 +30,27 @@ def test_corpus_shape_parts_and_labels(corpus):
 
 
 def test_parts_are_repeatable_and_seeded():
-    a, b, c = digits.load(device="cpu"), digits.load(device="cpu"), digits.load(device="cpu",
-                                                                                   seed=1)
+    a, b = data.load("digits", device="cpu"), data.load("digits", device="cpu")
+    c = data.load("digits", device="cpu", seed=1)
     assert torch.equal(a.part, b.part) and a.key == b.key
     assert not torch.equal(a.part, c.part) and a.key != c.key
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"size": 8}, "size must be an int >= 16"),
+    ({"pixels": 8}, "pixels must be an int >= 16"),
+    ({"size": "huge"}, "unknown size 'huge' for digits"),
     ({"task": "keyword"}, "no task 'keyword'"),
+    ({"features": features.FeatureConfig(n_mels=64)}, "feature settings do not apply"),
 ])
 def test_bad_arguments_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        digits.load(device="cpu", **kwargs)
+        data.load("digits", device="cpu", **kwargs)
+
+
+def test_every_size_is_the_whole_corpus(corpus):
+    """A chapter's SIZE ("tiny") applies to every dataset of a setting; the digits are small."""
+    tiny = data.load("digits", device="cpu", size="tiny")
+    assert torch.equal(tiny.x, corpus.x) and tiny.key == corpus.key
 
 
 def test_no_audio(corpus):
@@ -62,16 +71,17 @@ def test_one_setting_on_speech_and_images_gives_matching_rows(corpus):
     setting = experiments.Setting(task="keyword", kind="sample", fraction=0.1, size="tiny",
                                   methods=("finetune",), seeds=(0,), recipe=RECIPE,
                                   device="cpu", hparams={"finetune": {"epochs": 1}})
-    images = digits.run(setting)
+    on_images = dataclasses.replace(setting, dataset="digits", task="digit")
+    images = experiments.run(on_images)
     speech = experiments.run_one(setting, "finetune", 0)
     assert list(zip(images["method"], images["seed"], strict=True)) == [("retrain", 0),
                                                                         ("finetune", 0)]
-    assert set(images.columns) == set(speech), "the two tables must be comparable column by column"
-    assert (images["dataset"] == "digits-32px").all() and (images["task"] == "digit").all()
+    assert set(images.columns) - {"variant"} == set(speech), "the tables must be comparable"
+    assert (images["dataset"] == "digits").all() and (images["task"] == "digit").all()
     retrain = images[images.method == "retrain"].iloc[0]
     assert retrain["gap_mean"] == 0 and images["test_acc"].between(0, 1).all()
     n_forget = round(0.1 * len(corpus.indices("train")))
     split = data.forget_split(corpus, "sample", fraction=0.1, seed=0)
     assert len(split.forget) == n_forget
-    again = digits.run(dataclasses.replace(setting, methods=()))  # Retrain comes from the cache
+    again = experiments.run(dataclasses.replace(on_images, methods=()))  # Retrain: from the cache
     assert again["retrain_seconds"].iloc[0] == retrain["retrain_seconds"]
