@@ -176,13 +176,17 @@ class Batches:
         """Number of clips."""
         return len(self.indices)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def index_batches(self) -> Iterator[torch.Tensor]:
+        """One pass's corpus indices, batch by batch (reshuffled from the generator)."""
         order = self.indices
         if self.shuffle:
             perm = torch.randperm(len(order), generator=self.generator).to(order.device)
             order = order[perm]
         for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
+            yield order[start : start + self.batch_size]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for idx in self.index_batches():
             yield self.x[idx], self.y[idx]
 
 

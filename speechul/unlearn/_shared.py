@@ -13,14 +13,15 @@ import copy
 import itertools
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .._runtime import progress, shifted
+from ..corpus import Batches
 from ..cost import uncounted
-from ..data import Batches
 from ..metrics import predict
 
 
@@ -149,12 +150,36 @@ def kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                     log_target=True, reduction="batchmean") * t * t
 
 
-def pairs(forget: Batches, retain: Batches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One pass over the longer stream, cycling the shorter: joint (x, y) batches.
+@dataclass(frozen=True, eq=False)
+class Marked:
+    """The ``y`` of a batch that mixes forget and retain clips: their labels and which clips
+    are forget clips, (B,) each. ``train.one_epoch`` (the one training step) only takes its
+    length, so mixed batches need no special case there; a method's loss reads both fields."""
 
-    Each yielded batch stacks a retain batch and a forget batch. Forget labels travel encoded
-    as ``-(y + 1)`` so that ``train.one_epoch`` (the one training step) needs no special case;
-    :func:`decode` undoes it inside a loss.
+    labels: torch.Tensor
+    is_forget: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class MarkedBatches(Batches):
+    """:class:`Batches` whose ``y`` is :class:`Marked`: ``is_forget`` is a (N,) corpus mask."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, is_forget: torch.Tensor,
+                 indices: torch.Tensor, batch_size: int, seed: int) -> None:
+        super().__init__(x, y, indices, batch_size, seed=seed)
+        self.is_forget = is_forget.to(x.device)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, Marked]]:
+        for idx in self.index_batches():
+            yield self.x[idx], Marked(self.y[idx], self.is_forget[idx])
+
+
+def pairs(forget: Batches, retain: Batches) -> Iterator[tuple[torch.Tensor, Marked]]:
+    """One pass over the longer stream, cycling the shorter: joint (x, :class:`Marked`) batches.
+
+    Each yielded batch stacks a retain batch and a forget batch, in that order.
     """
     long, short = (retain, forget) if len(retain) >= len(forget) else (forget, retain)
     if len(short) == 0:
@@ -162,20 +187,22 @@ def pairs(forget: Batches, retain: Batches) -> Iterator[tuple[torch.Tensor, torc
     cycled = itertools.chain.from_iterable(itertools.repeat(short))
     for (xa, ya), (xb, yb) in zip(long, cycled, strict=False):
         (xr, yr), (xf, yf) = ((xa, ya), (xb, yb)) if long is retain else ((xb, yb), (xa, ya))
-        yield torch.cat([xr, xf]), torch.cat([yr, -yf - 1])
+        is_forget = torch.cat([torch.zeros_like(yr, dtype=torch.bool),
+                               torch.ones_like(yf, dtype=torch.bool)])
+        yield torch.cat([xr, xf]), Marked(torch.cat([yr, yf]), is_forget)
 
 
-def mixed(forget: Batches, retain: Batches) -> Batches:
-    """One shuffled pass over forget and retain together, forget labels encoded as in :func:`pairs`.
+def mixed(forget: Batches, retain: Batches) -> MarkedBatches:
+    """One shuffled pass over forget and retain together, each batch's ``y`` :class:`Marked`.
 
     Unlike :func:`pairs`, each set appears in proportion to its size (a 10 % forget set fills
     ~10 % of every batch), as when the two are simply concatenated into one dataset.
     """
-    labels = retain.y.clone()
-    labels[forget.indices] = -retain.y[forget.indices] - 1
+    is_forget = torch.zeros_like(retain.y, dtype=torch.bool)
+    is_forget[forget.indices] = True
     seed = int(torch.randint(2**62, (1,), generator=forget.generator))
-    return Batches(retain.x, labels, torch.cat([retain.indices, forget.indices]),
-                   retain.batch_size, seed=seed)
+    return MarkedBatches(retain.x, retain.y, is_forget,
+                         torch.cat([retain.indices, forget.indices]), retain.batch_size, seed)
 
 
 def by_rows(mask: torch.Tensor, if_true: nn.Module, if_false: nn.Module,
@@ -196,12 +223,6 @@ def by_rows(mask: torch.Tensor, if_true: nn.Module, if_false: nn.Module,
     if out is None:
         raise ValueError("by_rows needs a non-empty batch")
     return out
-
-
-def decode(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(is_forget (B,) bool, labels (B,)) from a :func:`pairs` label batch."""
-    is_forget = y < 0
-    return is_forget, torch.where(is_forget, -y - 1, y)
 
 
 def _gradient_sums(model: nn.Module, stream: Batches, square: bool,

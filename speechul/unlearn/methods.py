@@ -89,8 +89,8 @@ def neggrad_plus(model: nn.Module, forget: Batches, retain: Batches, *,
     longer of the two sets (the shorter cycles); lr; alpha in [0, 1], the weight of retain.
     """
 
-    def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        is_forget, labels = S.decode(y)
+    def loss_fn(m: nn.Module, x: torch.Tensor, y: S.Marked) -> torch.Tensor:
+        is_forget, labels = y.is_forget, y.labels
         ce = F.cross_entropy(m(x), labels, reduction="none")
         return alpha * ce[~is_forget].mean() - (1 - alpha) * ce[is_forget].mean()
 
@@ -107,9 +107,9 @@ def _relabel(model: nn.Module, forget: Batches, retain: Batches, *, epochs: int,
     g = generator(seed)
     both = S.mixed(forget, retain)
 
-    def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        is_forget, labels = S.decode(y)
-        shift = torch.randint(1, n_classes, (len(y),), generator=g).to(y.device)
+    def loss_fn(m: nn.Module, x: torch.Tensor, y: S.Marked) -> torch.Tensor:
+        is_forget, labels = y.is_forget, y.labels
+        shift = torch.randint(1, n_classes, (len(labels),), generator=g).to(labels.device)
         wrong = (labels + shift) % n_classes  # any class but the true one
         return F.cross_entropy(m(x), torch.where(is_forget, wrong, labels))
 
@@ -144,8 +144,8 @@ def bad_teacher(model: nn.Module, forget: Batches, retain: Batches, *,
     good, bad = S.frozen_copy(model), S.reinitialised(model, seed)
     both = S.mixed(forget, retain)
 
-    def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        is_forget, _ = S.decode(y)
+    def loss_fn(m: nn.Module, x: torch.Tensor, y: S.Marked) -> torch.Tensor:
+        is_forget = y.is_forget
         with torch.no_grad():  # each clip asks its own teacher only: one forward pass, not two
             target = S.by_rows(is_forget, bad, good, x)
         return S.kl(m(x), target, temperature)
