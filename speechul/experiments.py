@@ -55,7 +55,10 @@ def corpus_of(setting: Setting) -> data.Corpus:
 
 
 def load_run(setting: Setting, seed: int) -> tuple[train.Trained, data.Split]:
-    """The original model and the forget request for one seed (both from caches when present)."""
+    """The original model and the forget request for one seed (both from caches when present).
+
+    Loading the original reads and checksums its file: a run does it once and hands the pair
+    to :func:`reference` (``loaded=``) rather than loading it again."""
     corpus = corpus_of(setting)
     original_seed = seed if setting.vary_original else setting.original_seed
     original = train.original(corpus, setting.recipe, seed=original_seed)
@@ -86,14 +89,17 @@ class Reference(NamedTuple):
     cost: float
 
 
-def reference(setting: Setting, seed: int) -> Reference:
+def reference(setting: Setting, seed: int,
+              loaded: tuple[train.Trained, data.Split] | None = None) -> Reference:
     """The Retrain model for (setting, seed), its seconds and its cost: trained once, cached.
+
+    ``loaded``: the run's (original, split) from :func:`load_run`, when the caller has them.
 
     ``cost`` (GFLOP, :mod:`speechul.cost`) is what budgets compare with: it is the same on
     every machine. ``seconds`` are those of the run that trained it (measured like every
     method's: one run, wall-clock), reported only.
     """
-    original, split = load_run(setting, seed)
+    original, split = loaded or load_run(setting, seed)
     corpus = split.corpus
     hp = dict(setting.hparams.get(REFERENCE, {}))
     path = reference_path(setting, original, seed)
@@ -162,7 +168,7 @@ def _registered(todo: Todo) -> runners.Registered:
 def run_one(setting: Setting, method: str, seed: int) -> dict[str, Any]:
     """Unlearn with one method for one seed and evaluate against Retrain: one result row."""
     original, split = load_run(setting, seed)
-    ref_model, ref_seconds, ref_cost = reference(setting, seed)
+    ref_model, ref_seconds, ref_cost = reference(setting, seed, (original, split))
     on = scored(split, setting.holdout)
     ref_row = _reference_row(ref_model, on, reference_path(setting, original, seed),
                              setting.holdout)

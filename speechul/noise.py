@@ -29,7 +29,7 @@ def floor(setting: Setting, seed: int, *, other: int = OTHER) -> dict[str, Any]:
     Retrain (seed ``seed``): ``gap_mean`` is the Retrain-vs-Retrain noise floor of that request,
     in the same units as every method's gap. Cached: a re-run loads the second model."""
     original, split = load_run(setting, seed)
-    first = reference(setting, seed).model
+    first = reference(setting, seed, (original, split)).model
     path = reference_path(setting, original, seed)
     second_path = path.with_name(f"retrain2-{fingerprint(path.name, other)}.pt")
     saved = checked_load(second_path)
