@@ -64,9 +64,9 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
 def eval_chunk(device: torch.device) -> int:
     """Clips per forward pass when evaluating (no gradients) on ``device``.
 
-    On a CPU small chunks keep each layer's activations in cache: 128 clips at a time run the
-    default model over the embedded corpus ~2.5x faster than 1024 (measured, 2 cores). A GPU
-    wants large chunks to fill it.
+    On a CPU small chunks keep each layer's activations in the processor's caches, which makes
+    128 clips at a time faster than 1024 for the default model; a GPU wants large chunks to
+    fill it.
     """
     return 128 if device.type == "cpu" else 1024
 
@@ -82,9 +82,9 @@ def keep_freed_memory() -> bool:
     model's first block: 64 x 16 x 20 x 51 floats, 4 MB). glibc serves such blocks from fresh
     ``mmap`` pages or trims them off its heap when freed, so every step pays ~250,000 page faults
     per epoch to get zeroed pages back from the kernel. Raising the mmap threshold (32 MB, glibc's
-    cap) and the trim threshold (256 MB) keeps the pages in the process: epochs of the default
-    model ran 1.06-1.11 s -> 0.76-0.79 s here (2 cores) with zero page faults, and the
-    arithmetic, so every number in the book, is bitwise the same. The cost: up to 256 MB of
+    cap) and the trim threshold (256 MB) keeps the pages in the process: the page faults go, CPU
+    epochs get shorter (by how much depends on the machine), and the arithmetic, so every
+    number in the book, is bitwise the same. The cost: up to 256 MB of
     freed memory stays reserved. It changes the whole process's allocator, so importing
     speechul does not do it: the command line, the grid's worker processes and the chapters
     call it (``su.keep_freed_memory()``); ``SPEECHUL_MALLOC=default`` opts out. Returns whether
@@ -343,9 +343,9 @@ class Timer:
 def _load_lazy_modules() -> None:
     """Import now what torch imports on first use, so no timed run pays for it.
 
-    The first optimizer built in a process imports ``torch._dynamo`` (~1.3 s on 2 cores): it
-    used to land in whichever run was timed first (a Retrain, or a method when the Retrain came
-    from the cache) and skewed that request's time fractions by 10 % of Retrain's time.
+    The first optimizer built in a process imports ``torch._dynamo``, which takes about a second:
+    it would land in whichever run is timed first (a Retrain, or a method when the Retrain came
+    from the cache) and skew that request's time fractions.
     """
     import torch._dynamo  # noqa: F401 - imported for its side effect, once per process
 
@@ -368,12 +368,12 @@ def precision(device: torch.device) -> str:
     CUDA: bf16 autocast where the GPU computes bf16 natively (Ampere and newer), else fp32: a
     T4 or V100 (Colab's free GPU is a T4) would only emulate bf16, slowly, and fp16 would need
     loss scaling, whose skipped steps the divergence guard of ``train.one_epoch`` would take for
-    a diverged run. CPU: fp32, the book's numbers; ``SPEECHUL_CPU_BF16=1``
-    opts in to bf16 autocast, which pays on CPUs with AMX units (oneDNN's bf16 convolutions:
-    training epochs of the default model 1.4-1.6x faster here, 2,600-3,000 vs 1,900 clips/s on
-    2 cores) and is emulated, slower, elsewhere. Results then differ from fp32 ones like those of
-    another seed. The precision is part of every trained model's cache key, so a checkpoint
-    trained in one precision is never passed off as one of another. Evaluation is always fp32.
+    a diverged run. CPU: fp32, the book's numbers; ``SPEECHUL_CPU_BF16=1`` opts in to bf16
+    autocast, which pays on CPUs with native bf16 matrix units (oneDNN's bf16 convolutions) and
+    is emulated, slower, elsewhere: measure on your machine before opting in. Results then
+    differ from fp32 ones like those of another seed. The precision is part of every trained
+    model's cache key, so a checkpoint trained in one precision is never passed off as one of
+    another. Evaluation is always fp32.
     """
     if device.type == "cuda":
         return "bf16" if _native_cuda_bf16() else "fp32"

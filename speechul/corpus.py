@@ -86,10 +86,7 @@ class Corpus:
     @property
     def key(self) -> str:
         """The clips and their feature settings: a model trained on other features (say
-        ``n_fft=512``, same shape) must not be loaded from the cache. The default settings keep
-        the clips' own fingerprint, so caches made before features were keyed stay valid."""
-        if self.features == feats.FeatureConfig():
-            return self.source.key
+        ``n_fft=512``, same shape) must not be loaded from the cache."""
         return fingerprint(self.source.key, dataclasses.asdict(self.features))
 
     @property

@@ -243,8 +243,6 @@ def _read(results: Path | None) -> dict[RunId, dict]:
         except json.JSONDecodeError as err:
             raise ValueError(f"{results}:{number} is not a result row ({err}); remove that "
                              "line to resume") from None
-    for row in rows:
-        row.setdefault("holdout", "test")  # rows written before holdouts existed were test rows
     return {_row_id(r): r for r in rows}
 
 
@@ -334,9 +332,9 @@ def run(setting: Setting, *, results: str | os.PathLike | None = None,
             other value is a Ray cluster address. The cache folder must be shared with workers.
         processes: without Ray, runs go to this many worker processes of this machine (1: all
             in this process). One single-thread process per core pays on many-core machines;
-            on 2 Intel cores it was no faster than one two-thread process (a 40-run grid: 123 s
-            vs 129 s), on 2 AMD cores 17 % faster (chapter 4: 529 s vs 640 s), but concurrent
-            runs slow each other, which skews time fractions (EU-k's: 0.08 -> 0.14). Call it
+            on two cores it may or may not beat one two-thread process (it depends on the
+            processor: time both), and concurrent runs slow each other, which skews the
+            reported time fractions (the GFLOP costs are unaffected). Call it
             from a notebook, the shell command or under
             ``if __name__ == "__main__":`` (workers are spawned and import the main module).
             Methods and datasets of your own run there too if their functions are in a module

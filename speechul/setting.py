@@ -110,8 +110,7 @@ class Setting:
         at 1 thread is not resumed by a bf16 or 2-thread run, nor a test table by a tuning run.
         A row is identified by this key, its method, the method's :meth:`variant` and its seed,
         so tuning one method re-runs that method alone."""
-        holdout = () if self.holdout == "test" else (self.holdout,)  # test keys predate holdouts
-        return fingerprint(self.reference_key, numerics(default_device(self.device)), *holdout)
+        return fingerprint(self.reference_key, numerics(default_device(self.device)), self.holdout)
 
     @property
     def reference_key(self) -> str:

@@ -10,8 +10,8 @@ model, 20-epoch recipe) for two requests at once: a random 10 % of the training 
 the mean gap to Retrain) and the keyword "yes" (forget accuracy near Retrain's 0 with the other
 keywords within ~2 points of the original). Each approximate method takes at most ~10 % of
 Retrain's gradient steps (SSD: one pass without steps), except EU-k, whose steps go through the
-last block only (~10 % of Retrain's time). EU-k's defaults were chosen on the speaker model's
-validation clips (10 % request; chapter 4, "Tuning").
+last block only (a small share of Retrain's work). EU-k's defaults were chosen on the speaker
+model's validation clips (10 % request; chapter 4, "Tuning").
 """
 
 from __future__ import annotations
