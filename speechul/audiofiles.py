@@ -2,18 +2,15 @@
 
 A clip is a window of one file (see ``speechul.datasets``): these helpers read it with
 ``soundfile``, turn string labels into a :class:`~speechul.data.Source`, pick stable subsets and
-splits by hashing file names, and turn missing data or failed downloads into one clear error.
+splits by hashing file names, and turn missing data into one clear error.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import hashlib
 import os
-import socket
-import urllib.error
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +21,7 @@ from ._runtime import fingerprint, progress
 from .corpus import Source
 
 __all__ = ["SAMPLE_RATE", "FRACTIONS", "Row", "read_clip", "wave_loader", "make_source", "cap",
-           "hash_order", "split_per_group", "missing", "download_guard", "walk"]
+           "hash_order", "split_per_group", "missing", "walk"]
 
 SAMPLE_RATE = 16_000
 FRACTIONS = (0.8, 0.1, 0.1)  # train/val/test share where speechul makes the split itself
@@ -172,27 +169,6 @@ def split_per_group(keys: Sequence[str], groups: Sequence[object]) -> list[int]:
 def missing(what: str, expected: Path, how: str) -> FileNotFoundError:
     return FileNotFoundError(f"{what} not found: expected {expected}. {how} (Datasets are looked "
                              "for under root=, else $SPEECHUL_DATA, else <cache>/datasets.)")
-
-
-@contextlib.contextmanager
-def download_guard(what: str, url: str, enabled: bool = True,
-                    timeout: float = 60.0) -> Iterator[None]:
-    """Turn a stalled or failed download into one clear error instead of a hang or traceback.
-
-    Only active when downloading: otherwise an OSError is a local problem and passes unchanged.
-    """
-    if not enabled:
-        yield
-        return
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)
-    try:
-        yield
-    except (urllib.error.URLError, OSError) as err:
-        raise ConnectionError(f"downloading {what} from {url} failed ({err}). Check the network, "
-                              f"or download it on a connected machine and copy it here.") from None
-    finally:
-        socket.setdefaulttimeout(previous)
 
 
 def walk(dataset: object, desc: str) -> list[tuple]:

@@ -1,8 +1,8 @@
 """Real speech corpora as a :class:`~speechul.data.Source`: Speech Commands, LibriSpeech, VoxCeleb1.
 
-torchaudio's dataset classes do the downloading and the file listing (their official splits
-included); audio is read here with ``soundfile``, one fixed-length clip at a time, so the same
-feature cache, forget sets and training code work on real data as on the embedded corpus.
+torchaudio's dataset classes do the file listing (their official splits included); audio is
+read here with ``soundfile``, one fixed-length clip at a time, so the same feature cache, forget
+sets and training code work on real data as on the embedded corpus.
 
 Every clip is a window of one audio file: ``slot`` k of ``slots`` evenly placed windows inside the
 fraction ``[lo, hi)`` of the file. Placing windows by position, not by a precomputed offset, means
@@ -10,7 +10,9 @@ no file has to be opened before its features are computed. Files shorter than a 
 with zeros at the end; longer ones are cropped (one slot: the centre).
 
 Datasets live under ``root`` (default ``$SPEECHUL_DATA``, else ``<cache>/datasets``), in the
-layout torchaudio downloads to. Nothing is downloaded unless ``download=True``.
+layout torchaudio uses. Nothing is downloaded unless ``download=True``; then
+:mod:`speechul.downloads` fetches the archive, checks it against its published SHA-256,
+extracts it and deletes it (VoxCeleb1 needs a registration, so it is never downloaded).
 """
 
 from __future__ import annotations
@@ -30,13 +32,14 @@ from .audiofiles import (
     SAMPLE_RATE,
     Row,
     cap,
-    download_guard,
     make_source,
     missing,
     split_per_group,
     walk,
 )
 from .corpus import PARTS, Source
+from .downloads import Archive
+from .downloads import download as download_archive
 
 __all__ = ["SAMPLE_RATE", "SUPERB_KEYWORDS", "UNKNOWN", "SILENCE", "BACKGROUND", "data_root",
            "speech_commands", "librispeech", "voxceleb1"]
@@ -46,9 +49,24 @@ UNKNOWN, SILENCE = "_unknown_", "_silence_"
 BACKGROUND = "_background_"  # the "speaker" of silence clips cut from the noise recordings
 SC_VERSIONS = ("v0.01", "v0.02")
 SC_URL = "http://download.tensorflow.org/data/speech_commands_{}.tar.gz"
+SC_LISTS = ("validation_list.txt", "testing_list.txt")
+# Published SHA-256 of the archives (TensorFlow Datasets' url_checksums, as torchaudio uses them).
+SC_SHA256 = {
+    "v0.01": "743935421bb51cccdb6bdd152e04c5c70274e935c82119ad7faeec31780d811d",
+    "v0.02": "af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58",
+}
 LIBRISPEECH_SUBSETS = ("dev-clean", "dev-other", "test-clean", "test-other", "train-clean-100",
                        "train-clean-360", "train-other-500")
 LIBRISPEECH_URL = "http://www.openslr.org/resources/12/{}.tar.gz"
+LIBRISPEECH_SHA256 = {  # as published with torchaudio's LibriSpeech loader
+    "dev-clean": "76f87d090650617fca0cac8f88b9416e0ebf80350acb97b343a85fa903728ab3",
+    "dev-other": "12661c48e8c3fe1de2c1caa4c3e135193bfb1811584f11f569dd12645aa84365",
+    "test-clean": "39fde525e59672dc6d1551919b1478f724438a95aa55f874b576be21967e6c23",
+    "test-other": "d09c181bba5cf717b3dee7d4d592af11a3ee3a09e08ae025c5506f6ebe961c29",
+    "train-clean-100": "d4ddd1d5a6ab303066f14971d768ee43278a5f2a0aa43dc716b0e64ecbbbf6e2",
+    "train-clean-360": "146a56496217e96c14334a160df97fffedd6e0a04e66b9c5af0d40be3c792ecf",
+    "train-other-500": "ddb22f27f96ec163645d53215559df6aa36515f26e01dd70798188350adcb6d2",
+}
 VOX_SPLIT_URL = "https://www.robots.ox.ac.uk/~vgg/data/voxceleb/meta/iden_split.txt"
 VOX_PAGE = "https://www.robots.ox.ac.uk/~vgg/data/voxceleb/vox1.html"
 
@@ -64,7 +82,7 @@ def data_root(root: str | os.PathLike | None = None,
 # --------------------------------------------------------------------------- Speech Commands
 
 
-def _sc_listing(folder: Path, version: str, download: bool) -> list[tuple[str, str, str, int]]:
+def _sc_listing(folder: Path) -> list[tuple[str, str, str, int]]:
     """(path relative to SpeechCommands/, word, speaker, part) of every word clip.
 
     The parts come from torchaudio's ``subset=``: the official validation_list.txt and
@@ -73,28 +91,40 @@ def _sc_listing(folder: Path, version: str, download: bool) -> list[tuple[str, s
     root, archive = folder.parent.parent, folder.parent.name
     out = []
     for part, subset in enumerate(("training", "validation", "testing")):
-        with download_guard("Speech Commands", SC_URL.format(version), download):
-            dataset = torchaudio.datasets.SPEECHCOMMANDS(
-                root, url=folder.name, folder_in_archive=archive, download=download,
-                subset=subset)
+        dataset = torchaudio.datasets.SPEECHCOMMANDS(
+            root, url=folder.name, folder_in_archive=archive, download=False, subset=subset)
         for path, _, word, speaker, _ in walk(dataset, f"listing {subset}"):
             out.append((path, word, speaker, part))
     return out
 
 
-def _sc_folder(root: Path, version: str, download: bool) -> Path:
-    """The extracted ``speech_commands_vX`` folder; accepts the few layouts people end up with."""
+def _sc_found(root: Path, version: str) -> Path | None:
+    """The extracted ``speech_commands_vX`` folder among the few layouts people end up with."""
     name = f"speech_commands_{version}"
     for folder in (root / "SpeechCommands" / name, root / name, root):
-        lists = [folder / f for f in ("validation_list.txt", "testing_list.txt")]
-        if folder.name == name and all(f.is_file() for f in lists):
+        if folder.name == name and all((folder / f).is_file() for f in SC_LISTS):
             return folder
-    if download:
-        return root / "SpeechCommands" / name
-    raise missing(f"Speech Commands {version}", root / "SpeechCommands" / name,
-                   f"Download it with su.data.load('speechcommands', root='{root}', "
-                   f"version='{version}', download=True), or fetch {SC_URL.format(version)} and "
-                   f"extract it into {root / 'SpeechCommands' / name}.")
+    return None
+
+
+def _sc_folder(root: Path, version: str, download: bool) -> Path:
+    """The Speech Commands folder, downloaded first when asked; a folder that lacks one of the
+    split lists is named as incomplete, not as absent."""
+    folder = root / "SpeechCommands" / f"speech_commands_{version}"
+    if _sc_found(root, version) is None and download:
+        download_archive(Archive(f"Speech Commands {version}", SC_URL.format(version),
+                                 SC_SHA256.get(version)), folder)
+    found = _sc_found(root, version)
+    if found is not None:
+        return found
+    how = (f"Download it with su.data.load('speechcommands', root='{root}', "
+           f"version='{version}', download=True), or fetch {SC_URL.format(version)} and "
+           f"extract it into {folder}.")
+    if folder.is_dir():
+        lacking = [f for f in SC_LISTS if not (folder / f).is_file()]
+        raise missing(f"{' and '.join(lacking)} of Speech Commands {version}",
+                      folder / lacking[0], f"The folder is incomplete. {how}")
+    raise missing(f"Speech Commands {version}", folder, how)
 
 
 def _keyword_names(words: str | Sequence[str], present: set[str]) -> tuple[tuple[str, ...], bool]:
@@ -173,7 +203,7 @@ def speech_commands(root: str | os.PathLike | None = None, version: str = "v0.01
             also has validation and test clips).
         clip_seconds: clip length; shorter files are zero-padded at the end.
         max_per_class: at most this many clips per class and part (hash-picked), for quick runs.
-        download: fetch and extract the archive with torchaudio when it is missing.
+        download: fetch, check and extract the archive when it is missing (folders created).
 
     Labels: ``"keyword"`` and ``"speaker"`` (the file-name prefix before ``_nohash_``; silence
     clips belong to the pseudo-speaker ``"_background_"``).
@@ -186,7 +216,7 @@ def speech_commands(root: str | os.PathLike | None = None, version: str = "v0.01
     _check_choice("version", version, SC_VERSIONS)
     _check_choice("parts", parts, ("official", "per_speaker"))
     folder = _sc_folder(data_root(root, cache), version, download)
-    listing = _sc_listing(folder, version, download)
+    listing = _sc_listing(folder)
     keywords, extra = _keyword_names(words, {w for _, w, _, _ in listing})
     rows, label, speaker, part = _sc_clips(listing, keywords, parts, max_per_class)
     if extra:
@@ -236,6 +266,19 @@ def _speaker_source(name: str, base: Path, utterances: list[tuple[str, str, int]
                    crop_seconds, options)
 
 
+def _librispeech_folder(root: Path, subset: str, download: bool) -> None:
+    """Make sure ``root/LibriSpeech/<subset>`` exists, downloading it first when asked."""
+    folder = root / "LibriSpeech" / subset
+    if not folder.is_dir() and download:
+        download_archive(Archive(f"LibriSpeech {subset}", LIBRISPEECH_URL.format(subset),
+                                 LIBRISPEECH_SHA256.get(subset)), root)
+    if not folder.is_dir():
+        raise missing(f"LibriSpeech {subset}", folder,
+                      f"Download it with su.data.load('librispeech', task='speaker', "
+                      f"root='{root}', subset='{subset}', download=True), or fetch "
+                      f"{LIBRISPEECH_URL.format(subset)} and extract it in {root}.")
+
+
 def librispeech(root: str | os.PathLike | None = None, subset: str = "train-clean-100",
                 crop_seconds: float = 3.0, crops_per_utterance: int = 1,
                 n_speakers: int | None = None, max_per_speaker: int | None = None,
@@ -248,6 +291,7 @@ def librispeech(root: str | os.PathLike | None = None, subset: str = "train-clea
         crop_seconds, crops_per_utterance: evenly spaced windows per utterance (one: the centre).
         n_speakers: keep the first n speakers (sorted by id); ``None``: all.
         max_per_speaker: at most this many utterances per speaker (hash-picked).
+        download: fetch, check and extract the subset's archive when it is missing.
 
     LibriSpeech has no speaker-ID split, so each speaker's utterances are split 80/10/10
     (train/val/test) deterministically. Only the ``"speaker"`` task exists.
@@ -255,13 +299,8 @@ def librispeech(root: str | os.PathLike | None = None, subset: str = "train-clea
     _check_choice("subset", subset, LIBRISPEECH_SUBSETS)
     _check_crops(crop_seconds, crops_per_utterance)
     root = data_root(root, cache)
-    if not (root / "LibriSpeech" / subset).is_dir() and not download:
-        raise missing(f"LibriSpeech {subset}", root / "LibriSpeech" / subset,
-                       f"Download it with su.data.load('librispeech', task='speaker', "
-                       f"root='{root}', subset='{subset}', download=True), or fetch "
-                       f"{LIBRISPEECH_URL.format(subset)} and extract it in {root}.")
-    with download_guard(f"LibriSpeech {subset}", LIBRISPEECH_URL.format(subset), download):
-        dataset = torchaudio.datasets.LIBRISPEECH(root, url=subset, download=download)
+    _librispeech_folder(root, subset, download)
+    dataset = torchaudio.datasets.LIBRISPEECH(root, url=subset, download=False)
     listing = [(m[0], str(m[3])) for m in walk(dataset, f"listing {subset}")]
     listing = [listing[i] for i in _pick_speakers([s for _, s in listing], n_speakers)]
     paths, speaker = [p for p, _ in listing], [s for _, s in listing]
@@ -275,13 +314,12 @@ def librispeech(root: str | os.PathLike | None = None, subset: str = "train-clea
                            crops_per_utterance, options)
 
 
-def _vox_check(root: Path, download: bool) -> None:
-    """VoxCeleb1 needs a registration to download: say exactly what to put where."""
+def _vox_check(root: Path) -> None:
+    """VoxCeleb1 needs a registration to download (``download=True`` cannot fetch it): say
+    exactly what to put where."""
     how = (f"VoxCeleb1 needs registration at {VOX_PAGE}: unzip vox1_dev_wav.zip and "
            f"vox1_test_wav.zip into {root} (giving {root / 'wav'}/id10001/...) and save "
            f"{VOX_SPLIT_URL} as {root / 'iden_split.txt'}.")
-    if download:
-        return
     if not (root / "wav").is_dir():
         raise missing("VoxCeleb1 audio", root / "wav", how)
     if not (root / "iden_split.txt").is_file():
@@ -313,17 +351,19 @@ def voxceleb1(root: str | os.PathLike | None = None, crop_seconds: float = 3.0,
             corpus needs fixed windows, so test scores are not comparable to SUPERB's.
         n_speakers: keep the first n of the 1251 speakers (sorted by id); ``None``: all.
         max_per_speaker: at most this many utterances per speaker in each part (hash-picked).
+        download: accepted for symmetry with the other loaders; VoxCeleb1 needs a registration,
+            so a missing copy is named with what to fetch where, whatever its value.
 
     Parts follow the split file: 1 train, 2 val, 3 test. Only the ``"speaker"`` task exists.
     """
     _check_crops(crop_seconds, crops_per_utterance)
     root = data_root(root, cache)
-    _vox_check(root, download)
+    _vox_check(root)
     listing = []
     for part, subset in enumerate(("train", "dev", "test")):
-        with download_guard("VoxCeleb1", VOX_PAGE, download), _split_file(root):
+        with _split_file(root):
             dataset = torchaudio.datasets.VoxCeleb1Identification(root, subset=subset,
-                                                                  download=download)
+                                                                  download=False)
         listing += [(m[0], m[0].split("/")[0], part) for m in walk(dataset, f"listing {subset}")]
     listing = [listing[i] for i in _pick_speakers([s for _, s, _ in listing], n_speakers)]
     paths = [p for p, _, _ in listing]
