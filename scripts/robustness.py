@@ -102,7 +102,8 @@ def _cell(row: dict | None) -> str:
         return "-"
     if row["status"] == "ok":
         return f"ok ({row['seconds']:.0f} s)"
-    return "FAILED: " + str(row.get("error", "")).replace("|", "/")[:160]
+    error = " ".join(str(row.get("error", "")).split())  # one line: a table cell
+    return "FAILED: " + error.replace("|", "/")[:240]
 
 
 def main(argv: list[str] | None = None) -> int:

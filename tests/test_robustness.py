@@ -36,7 +36,10 @@ def test_a_variant_shares_the_corpus_but_not_the_models(tmp_path):
 def test_the_matrix_names_the_failed_claim():
     results = {"threads1": [{"chapter": "04_x", "status": "ok", "seconds": 12.0}],
                "seed+7": [{"chapter": "04_x", "status": "failed", "seconds": 3.0,
-                           "error": "ClaimFailed: Chapter 4: 1 of 9 claims did not hold"}]}
+                           "error": "ClaimFailed: Chapter 4: 1 of 9 claims did not hold:\n"
+                                    "- a claim [numbers]"}]}
     table = robustness.matrix(results)
     assert "| 04_x | ok (12 s) | FAILED: ClaimFailed: Chapter 4: 1 of 9 claims" in table
+    row = next(line for line in table.splitlines() if line.startswith("| 04_x"))
+    assert row.endswith("- a claim [numbers] |"), "a multi-line error stays in its table row"
     assert "1/2 cells ok." in table
