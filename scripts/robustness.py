@@ -66,9 +66,9 @@ def variant_cache(folder: Path, shared: Path) -> Path:
 def run_variant(name: str, out: Path, params: str, only: list[str] | None,
                 shared: Path) -> list[dict]:
     """Run the chapters under one variant; return run_chapters' summary rows."""
-    folder = out / name
+    folder = out / name  # made absolute below: each kernel runs in its own folder
     env = {**os.environ, **variant_env(name), "SPEECHUL_CLAIMS": "strict",
-           "SPEECHUL_CACHE": str(variant_cache(folder, shared))}
+           "SPEECHUL_CACHE": str(variant_cache(folder, shared).resolve())}
     command = [sys.executable, str(RUNNER), "--params", params, "--out", str(folder), "--quiet"]
     if only:
         command += ["--only", *only]

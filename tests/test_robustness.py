@@ -43,3 +43,14 @@ def test_the_matrix_names_the_failed_claim():
     row = next(line for line in table.splitlines() if line.startswith("| 04_x"))
     assert row.endswith("- a claim [numbers] |"), "a multi-line error stays in its table row"
     assert "1/2 cells ok." in table
+
+
+def test_a_variant_cache_is_absolute(tmp_path, monkeypatch):
+    """Each chapter's kernel runs in its own folder: a relative cache path would put the models
+    (and a second corpus) in a folder of its own under it, beside no shared corpus."""
+    seen = {}
+    monkeypatch.setattr(robustness.subprocess, "run",
+                        lambda command, env, **kw: seen.update(env=env))
+    monkeypatch.chdir(tmp_path)
+    robustness.run_variant("threads1", Path("out"), "ci", ["01"], tmp_path / "shared")
+    assert Path(seen["env"]["SPEECHUL_CACHE"]).is_absolute()
