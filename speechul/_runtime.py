@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import fcntl
+import functools
 import glob
 import hashlib
 import json
@@ -37,6 +38,7 @@ __all__ = [
     "shifted",
     "generator",
     "numerics",
+    "source_digest",
     "keep_random_state",
     "cache_dir",
     "fingerprint",
@@ -146,14 +148,33 @@ def numerics(device: torch.device) -> dict[str, Any]:
     """Everything besides the recipe that changes a trained model's floating-point numbers.
 
     Float sums depend on the thread count (CPU), the device, the precision and torch's kernels;
-    the seed offset changes every draw. Each trained model's cache key holds this, so a cache
+    the seed offset changes every draw; and the package's own source decides what is computed
+    (:func:`source_digest`). Each trained model's and results row's cache key holds this, so a cache
     filled under one of them is never served under another (a 1-thread run after a 2-thread one
     trains its own models instead of reading the other's and reporting its numbers).
     """
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"{device.type}:{torch.get_num_threads()} threads")
     return {"precision": precision(device), "device": where, "torch": torch.__version__,
-            "seed_offset": seed_offset()}
+            "seed_offset": seed_offset(), "package": source_digest()}
+
+
+@functools.cache
+def source_digest(*modules: str) -> str:
+    """A digest of speechul's own source: the named modules (``"features"``, ``"synth"``), or
+    every ``.py`` file of the package when none is named.
+
+    Cache keys hold it, so an edit to the training loop, a metric or a loader never serves
+    numbers computed by the old code: a model or a results row is reused only by the code that
+    made it. Read once per process (the source does not change under a running import).
+    """
+    root = Path(__file__).resolve().parent
+    files = ([root / f"{m.replace('.', '/')}.py" for m in modules] if modules
+             else sorted(root.rglob("*.py")))
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def cache_dir(path: str | os.PathLike | None = None) -> Path:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torchaudio
 
-from ._runtime import cache_dir, cached, fingerprint, progress
+from ._runtime import cache_dir, cached, fingerprint, progress, source_digest
 
 __all__ = ["FeatureConfig", "logmel", "logmel_batch"]
 
@@ -75,13 +75,14 @@ def logmel(
     """Cached log-mels of a corpus of ``n`` clips -> (n, 1, n_mels, frames) float32 on the CPU.
 
     ``load_waves(indices)`` returns those clips as (B, samples) int16 or float at
-    ``config.sample_rate``. The cache key is ``corpus_key`` plus the feature settings, so changing
-    either recomputes; the audio is only read when the cache is missing or damaged. ``device``
-    is where the spectra are computed (a GPU makes the first pass over a real corpus fast).
+    ``config.sample_rate``. The cache key is ``corpus_key``, the feature settings and the source of
+    this module (and torchaudio's version), so changing any of them recomputes; the audio
+    is only read when the cache is missing or damaged. ``device`` is where the spectra are
+    computed (a GPU makes the first pass over a real corpus fast).
     """
     if config.kind not in ("logmel", "waveform"):
         raise ValueError(f"unknown feature kind {config.kind!r}; known: logmel, waveform")
-    key = fingerprint(corpus_key, asdict(config), "logmel-v1")
+    key = fingerprint(corpus_key, asdict(config), source_digest("features"), torchaudio.__version__)
     path = cache_dir(cache) / "features" / f"{key}.pt"
     return cached(path, lambda: _validated(
         _compute(load_waves, n, config, chunk, torch.device(device)), n, corpus_key))

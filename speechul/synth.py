@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
-from ._runtime import cache_dir, cached, fingerprint, progress
+from ._runtime import cache_dir, cached, fingerprint, progress, source_digest
 
 __all__ = ["KEYWORDS", "SAMPLE_RATE", "SIZES", "SynthConfig", "speakers", "build"]
 
@@ -243,6 +243,12 @@ def _manifest(payload: dict, path: Path) -> None:
     path.write_text("\n".join(rows) + "\n")
 
 
+def corpus_key(size: SynthConfig) -> str:
+    """The embedded corpus's cache key: its size and the generator's source (this module), so an
+    edit to the generator builds the corpus anew instead of serving the old clips."""
+    return fingerprint("embedded", asdict(size), source_digest("synth"), torch.__version__)
+
+
 def build(size: str | SynthConfig = "default", cache: str | os.PathLike | None = None) -> dict:
     """The embedded corpus as a dict of tensors, generated on first use and cached.
 
@@ -253,7 +259,7 @@ def build(size: str | SynthConfig = "default", cache: str | os.PathLike | None =
         if size not in SIZES:
             raise ValueError(f"unknown corpus size {size!r}; known: {sorted(SIZES)}")
         size = SIZES[size]
-    key = fingerprint("embedded", asdict(size), "v1")
+    key = corpus_key(size)
     folder = cache_dir(cache) / "embedded" / key
     payload = cached(folder / "corpus.pt", lambda: _generate(size))
     if not (folder / "manifest.csv").exists():
