@@ -31,6 +31,7 @@ from . import (
     runners,
     sisa,
     synth,
+    tables,
     train,
     unlearn,
 )
@@ -43,8 +44,9 @@ __version__ = "0.1.0"
 _LAZY = ("plots", "widgets")
 
 __all__ = ["audits", "claims", "cost", "data", "digits", "experiments", "features", "metrics",
-           "models", "noise", "plots", "probes", "runners", "sisa", "synth", "train", "unlearn",
-           "widgets", "default_device", "evaluate", "keep_freed_memory", "seed_everything"]
+           "models", "noise", "plots", "probes", "runners", "sisa", "synth", "tables", "train",
+           "unlearn", "widgets", "default_device", "evaluate", "keep_freed_memory",
+           "seed_everything"]
 
 
 def __getattr__(name: str) -> ModuleType:

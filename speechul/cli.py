@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from . import data, experiments, train, unlearn
+from . import data, experiments, tables, train, unlearn
 from ._runtime import keep_freed_memory
 
 __all__ = ["main", "parser"]
@@ -239,7 +239,7 @@ def _grid(args: argparse.Namespace, top: argparse.ArgumentParser) -> int:
     summary.to_csv(args.out / "summary.csv", index=False)
     figure = plots.gap_vs_time_by_request(table)  # one panel per task and fraction
     figure.savefig(args.out / "figure.png", dpi=120, bbox_inches="tight")
-    print(summary.to_string(index=False))
+    print(tables.render(table))  # methods x key metrics; summary.csv has the long format
     diverged = table[table["diverged"].astype(bool)]
     if len(diverged):
         runs = ", ".join(f"{m} (seed {s})" for m, s in zip(diverged.method, diverged.seed,

@@ -39,7 +39,20 @@ def shell_summary(cache_path, tmp_path_factory) -> tuple[pd.DataFrame, Path]:
     workers = ["--processes", "2", "--threads", "1"]
     done = _shell([*ARGV, *workers], cache_path, out)
     assert done.returncode == 0, done.stderr[-3000:]
+    (out / "stdout.txt").write_text(done.stdout)
     return pd.read_csv(out / "summary.csv"), out
+
+
+def test_the_terminal_shows_the_chapters_compact_table(shell_summary):
+    """One line per method and request, the gap and work beside the accuracies, not a long-format
+    wall of one line per method and metric."""
+    _, out = shell_summary
+    shown = (out / "stdout.txt").read_text()
+    assert shown.count("gap") >= len(TASKS) * len(FRACTIONS) and "c (%)" in shown
+    lines = shown.splitlines()
+    for method in ("retrain", *METHODS):
+        rows = [line for line in lines if line.startswith(method)]
+        assert len(rows) == len(TASKS) * len(FRACTIONS), rows
 
 
 def _in_process() -> pd.DataFrame:
