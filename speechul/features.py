@@ -63,6 +63,13 @@ def _compute(load_waves: WaveLoader, n: int, config: FeatureConfig, chunk: int,
     return torch.cat(out)
 
 
+def cache_key(corpus_key: str, config: FeatureConfig) -> str:
+    """The features' cache key: the corpus, the settings, this module's source and torchaudio's
+    version (the file is ``<cache>/features/<key>.pt``)."""
+    return fingerprint(corpus_key, asdict(config), source_digest("features"),
+                       torchaudio.__version__)
+
+
 def logmel(
     load_waves: WaveLoader,
     n: int,
@@ -82,8 +89,7 @@ def logmel(
     """
     if config.kind not in ("logmel", "waveform"):
         raise ValueError(f"unknown feature kind {config.kind!r}; known: logmel, waveform")
-    key = fingerprint(corpus_key, asdict(config), source_digest("features"), torchaudio.__version__)
-    path = cache_dir(cache) / "features" / f"{key}.pt"
+    path = cache_dir(cache) / "features" / f"{cache_key(corpus_key, config)}.pt"
     return cached(path, lambda: _validated(
         _compute(load_waves, n, config, chunk, torch.device(device)), n, corpus_key))
 
