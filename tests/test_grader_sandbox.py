@@ -41,3 +41,29 @@ def test_a_submission_gets_an_empty_cache_and_a_timeout(tmp_path):
                         "import time\ntime.sleep(600)")
     _, error = grader.execute(endless, tmp_path / "endless", timeout=5)
     assert "longer than 5 s" in error
+
+
+def test_a_method_runs_in_its_own_process_with_a_copy_of_the_corpus_and_a_timeout(tmp_path):
+    """Assignment 1 runs the student's code in a process of its own: its cache holds the corpus
+    but no model of the instructor's, the grader's environment is untouched, and a method that
+    never returns is stopped."""
+    spy = tmp_path / "spy.md"
+    seen = tmp_path / "seen.json"
+    spy.write_text(
+        "---\njupytext:\n  text_representation: {extension: .md, format_name: myst}\n"
+        "kernelspec: {display_name: Python 3, language: python, name: python3}\n---\n\n"
+        "```{code-cell} ipython3\n:tags: [method]\n\nimport json, os, time\n\n"
+        "cache = os.environ['SPEECHUL_CACHE']\n"
+        f"json.dump({{'cache': cache, 'files': os.listdir(cache)}}, open({str(seen)!r}, 'w'))\n"
+        "\n\ndef my_unlearning(model, forget, retain, *, lr: float = 1.0):\n"
+        "    time.sleep(600)\n```\n")
+    before = dict(os.environ)
+    method = grader.write_method(spy, tmp_path / "work")
+    log = grader.run_sandboxed(method, tmp_path / "work", grader.hidden_requests()[:1],
+                               timeout=60)
+    assert "longer than 60 s" in log["error"]
+    files = json.loads(seen.read_text())
+    assert "models" not in files["files"] and "features" in files["files"]
+    assert files["cache"] != os.environ.get("SPEECHUL_CACHE")
+    assert not Path(files["cache"]).exists(), "the sandbox's cache is removed after grading"
+    assert dict(os.environ) == before, "the grader's own environment is left as it was"
