@@ -1,18 +1,20 @@
-"""The course assignments: each grader passes its reference solution and fails the wrong one.
+"""The course assignments: each grader passes its reference solution and fails the wrong ones.
 
 A grader that passes everything (or nothing) is useless to an instructor, so both directions are
-tested on every run, each at the grader's own tiny size (papermill, < 2 min a notebook). The
-starters are checked to be the reference minus the solution cells, so the students' notebook
-and the graded one cannot drift apart.
+tested on every run at the grader's own tiny size: assignment 1's reference gets full marks, a
+wrapper around fine-tuning and a bias edit get 0, a mediocre method something in between;
+assignment 2's reference passes every check and a wrong audit fails. The starters are checked
+to be every solution minus its solution cells, so the students' notebook and the graded ones
+cannot drift apart.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
 import jupytext
-import pandas as pd
 import pytest
 from scriptload import load_script
 
@@ -21,10 +23,6 @@ FOLDER = ROOT / "book" / "assignments"
 grader = load_script("assignment_grader", FOLDER / "grader.py")
 notebooks = load_script("book_notebooks", ROOT / "scripts" / "notebooks.py")
 
-# assignment -> (starter, reference, wrong solution, the check the wrong one must fail)
-CASES = {
-    "audit": ("a2_audit", "a2_reference", "a2_wrong", "request"),
-}
 STARTERS = {"new_method": "a1_new_method", "audit": "a2_audit"}
 # every solution file and its starter: each must be the starter with the YOUR CODE cells filled
 SOLUTIONS = {"a1_reference": "a1_new_method", "a1_mediocre": "a1_new_method",
@@ -45,27 +43,10 @@ def test_starter_is_the_solution_minus_the_solution_cells(solution):
               if a.source != b.source]
     assert differ, "the solution must fill in the starter"
     for i in differ:
-        assert "YOUR CODE" in mine.cells[i].source, f"cell {i} differs outside a YOUR CODE cell"
+        assert re.search("YOUR (CODE|ANSWER)", mine.cells[i].source), (
+            f"cell {i} differs outside a YOUR CODE (or YOUR ANSWER) cell")
         assert mine.cells[i].metadata == ref.cells[i].metadata, f"cell {i}'s tags changed"
     assert mine.metadata["mystnb"]["execution_mode"] == "off", "the book must not run starters"
-
-
-@pytest.mark.book
-@pytest.mark.parametrize("assignment", sorted(CASES))
-def test_grader_passes_the_reference(assignment, tmp_path):
-    reference = FOLDER / "solutions" / f"{CASES[assignment][1]}.md"
-    checks = grader.grade(assignment, reference, tmp_path)
-    assert not _failed(checks), f"the reference fails: {_failed(checks)}"
-    assert len(checks) >= 3
-
-
-@pytest.mark.book
-@pytest.mark.parametrize("assignment", sorted(CASES))
-def test_grader_fails_the_wrong_solution(assignment, tmp_path):
-    _, _, wrong, check = CASES[assignment]
-    failed = _failed(grader.grade(assignment, FOLDER / "solutions" / f"{wrong}.md", tmp_path))
-    assert check in failed, f"the wrong solution should fail {check!r}, failed {failed}"
-    assert re.search(r"\d", failed[check]), "the message should give the numbers"
 
 
 @pytest.mark.parametrize("assignment", sorted(STARTERS))
@@ -82,53 +63,6 @@ def test_grader_command_line_rejects_unknown_assignments(capsys):
     with pytest.raises(SystemExit):
         grader.main(["nonsense", "x.ipynb"])
     assert "invalid choice" in capsys.readouterr().err
-
-
-def test_audit_checks_conclusions_against_the_verdicts(tiny_corpus):
-    """Unit test of the 'conclusions' check on a made-up table: one method indistinguishable
-    from Retrain (forgotten), one far from it (not forgotten)."""
-    voice = tiny_corpus.names("speaker")[0]
-    row = {"forget_acc": 0.4, "test_acc": 0.6, "mia_auc": 0.5, "relearn_acc": 0.3}
-    far = {"forget_acc": 0.9, "test_acc": 0.6, "mia_auc": 0.7, "relearn_acc": 0.8}
-    report = {"voice": voice, "kind": "speaker", "forget": grader._expected_forget(voice),
-              "rows": [{"method": "retrain", **row}, {"method": "twin", **row},
-                       {"method": "far", **far}],
-              "conclusions": {"twin": "forgotten", "far": "not forgotten"}}
-    assert not _failed(grader.check_audit(report))
-    report["conclusions"] = {"twin": "forgotten", "far": "forgotten"}
-    assert "far" in _failed(grader.check_audit(report))["conclusions"]
-
-
-@pytest.mark.book
-def test_audit_numbers_are_checked_on_the_saved_models(tmp_path):
-    """Made-up audit numbers (every method 'equal to Retrain') fail: the grader audits the saved
-    models itself; the numbers of the specified audit pass, and conclusions follow the grader's."""
-    import torch
-
-    import speechul as su
-
-    corpus = su.data.load("embedded", task="keyword", size=grader.GRADE_PARAMS["SIZE"])
-    original = su.train.original(corpus, su.train.TrainConfig(epochs=grader.GRADE_PARAMS["EPOCHS"]))
-    voice = corpus.names("speaker")[0]
-    split = su.data.forget_split(corpus, "speaker", speakers=[voice])
-    models = {"original": original.model}
-    for method in ("retrain", "finetune", "gradient_ascent"):
-        models[method] = su.unlearn.run(method, original, split, seed=0).model
-    path = tmp_path / "results.json.models.pt"
-    torch.save({m: model.state_dict() for m, model in models.items()}, path)
-    made_up = {"forget_acc": 0.5, "test_acc": 0.5, "mia_auc": 0.5, "relearn_acc": 0.5}
-    report = {"voice": voice, "kind": "speaker", "seed": 0,
-              "forget": grader._expected_forget(voice),
-              "rows": [{"method": m, **made_up} for m in models],
-              "conclusions": {"finetune": "forgotten", "gradient_ascent": "forgotten"}}
-    assert "audit" in _failed(grader.check_audit(report, path))
-    honest = {m: grader._audit(model, corpus, split, 0) for m, model in models.items()}
-    report["rows"] = [{"method": m, **row} for m, row in honest.items()]
-    table = su.audits.verdicts(pd.DataFrame(report["rows"]).query("method != 'original'"))
-    report["conclusions"] = {
-        m: "forgotten" if len(set(table.loc[m, "passed"].split("/"))) == 1 else "not forgotten"
-        for m in ("finetune", "gradient_ascent")}
-    assert not _failed(grader.check_audit(report, path))
 
 
 # --------------------------------------------------------------------------- assignment 1
@@ -240,3 +174,40 @@ def test_trace_sees_a_built_in_method_under_any_alias():
             runner.traced(lambda m, f, r, route=route: route(m, f, r),
                           runner.builtin_code(), called)(None, None, None)
         assert called == {"su.unlearn.finetune"}
+
+
+# --------------------------------------------------------------------------- assignment 2
+
+
+@pytest.mark.book
+def test_audit_grader_passes_the_reference(tmp_path):
+    marks, checks = grader.grade_audit(FOLDER / "solutions" / "a2_reference.md", tmp_path)
+    assert not _failed(checks) and marks == 5 * grader.CHECK_MARKS, _failed(checks)
+
+
+@pytest.mark.book
+def test_audit_grader_fails_a_wrong_audit(tmp_path):
+    """The loss attack in place of both tests, thresholds typed in."""
+    marks, checks = grader.grade_audit(FOLDER / "solutions" / "a2_wrong.md", tmp_path)
+    assert {"both tests", "from the floor"} <= set(_failed(checks))
+    assert marks <= 3 * grader.CHECK_MARKS
+
+
+def _log(limits: dict, wider: dict) -> dict:
+    """A made-up sandbox log: two Retrains near 0.5, a third at 0.55, the original at 0.9."""
+    stat = lambda v: {"membership": v, "lira": v}  # noqa: E731
+    return {"stats": {"retrain_a": stat(0.5), "retrain_b": stat(0.6), "retrain_c": stat(0.55),
+                      "original": stat(0.9)},
+            "limits": limits, "wider": wider, "ran": ["lira", "membership"], "error": ""}
+
+
+def test_audit_checks_follow_the_floor():
+    stat = lambda v: {"membership": v, "lira": v}  # noqa: E731
+    assert not _failed(grader.check_audit(_log(stat(0.7), stat(0.9))))
+    assert set(_failed(grader.check_audit(_log(stat(0.7), stat(0.7))))) == {"from the floor"}
+    tight = _failed(grader.check_audit(_log(stat(0.4), stat(0.9))))
+    assert {"from the floor", "Retrain passes"} <= set(tight)
+    assert "original fails" in _failed(grader.check_audit(_log(stat(0.95), stat(1.2))))
+    one_test = {**_log(stat(0.7), stat(0.9)), "ran": ["membership"]}
+    assert set(_failed(grader.check_audit(one_test))) == {"both tests"}
+    assert set(_failed(grader.check_audit(_log(stat(math.nan), stat(0.9))))) == {"runs"}

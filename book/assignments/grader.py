@@ -14,10 +14,10 @@ fine-tuning (:func:`grade_method`; the rule is in :func:`check_new_method` and
 :func:`new_method_score`, and in the assignment's text). Set the secret for real grading: the
 default is public.
 
-**Assignment 2** (``audit``) is executed with papermill at a tiny corpus size (the grader
-injects ``SIZE``, ``EPOCHS`` and ``RESULTS``; < 2 min on 2 CPU cores), the executed notebook is
-kept in the work folder for reading, and the JSON file the notebook's last cell writes is
-checked (the grader also audits the models that cell saves, with its own code).
+**Assignment 2** (``audit``) is graded the same way: the cells tagged ``audit`` (the student's
+``audit`` and ``thresholds``) run in the sandbox (``_run_audit.py``) on the grader's own models
+of a hidden voice (an original, three Retrains, shadows): :func:`check_audit` gives 60 marks;
+the written part (40) is graded by hand with the assignment's rubric.
 
 Every check prints PASS or FAIL with the reason; the exit status is 0 only when all pass.
 Reference, deliberately wrong and (for assignment 1) cheating and mediocre solutions live in
@@ -41,17 +41,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jupytext
-import nbformat
-import papermill
 
 if TYPE_CHECKING:  # torch loads lazily: --colab and --help need none of it
     import torch
     from torch import nn
 
-GRADE_PARAMS = {"SIZE": "tiny", "EPOCHS": 12}  # small enough for < 2 min a submission
-KERNEL_ENV = {"SPEECHUL_QUIET": "1", "OMP_NUM_THREADS": "2",
-              # figures as PNG outputs (an outer MPLBACKEND=Agg would drop them)
-              "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+#: Assignment 2's corpus size and recipe epochs (assignment 1 uses ``METHOD_EPOCHS``).
+GRADE_PARAMS = {"SIZE": "tiny", "EPOCHS": 12}
 Check = tuple[str, bool, str]  # (name, passed, reason)
 
 
@@ -59,13 +55,8 @@ def _check(name: str, ok: bool, why: str) -> Check:
     return name, bool(ok), why
 
 
-#: Seconds one cell of a submission may run before the grader stops it (a tiny-size run of the
-#: whole notebook takes < 2 min; an endless loop must not hold the grading queue).
-CELL_TIMEOUT = 600
-
-
 @contextlib.contextmanager
-def _kernel_env(cache: Path, env: dict[str, str] = KERNEL_ENV) -> Iterator[None]:
+def _kernel_env(cache: Path, env: dict[str, str]) -> Iterator[None]:
     """The environment the submission's process starts with: ``env`` and its own, empty
     cache folder, so a submission neither reads the instructor's cached models and features
     nor writes into them. The grader's own environment is restored after."""
@@ -76,31 +67,6 @@ def _kernel_env(cache: Path, env: dict[str, str] = KERNEL_ENV) -> Iterator[None]
     finally:
         os.environ.clear()
         os.environ.update(saved)
-
-
-def execute(submission: Path, workdir: Path, *, timeout: int | None = None) -> tuple[Path, str]:
-    """Run the submission into ``workdir/executed.ipynb``; return (results path, error line).
-
-    The notebook runs in a kernel process of its own, each cell under ``timeout`` seconds
-    (default :data:`CELL_TIMEOUT`), with an empty cache in a temporary folder.
-    """
-    workdir.mkdir(parents=True, exist_ok=True)
-    source, target = workdir / "submission.ipynb", workdir / "executed.ipynb"
-    nbformat.write(jupytext.read(submission), source)
-    results = workdir / "results.json"
-    results.unlink(missing_ok=True)
-    timeout = CELL_TIMEOUT if timeout is None else timeout
-    with tempfile.TemporaryDirectory(prefix="grader-cache-") as cache, _kernel_env(Path(cache)):
-        try:
-            papermill.execute_notebook(str(source), str(target), kernel_name="python3",
-                                       parameters={**GRADE_PARAMS, "RESULTS": str(results)},
-                                       progress_bar=False, cwd=str(workdir),
-                                       execution_timeout=timeout)
-        except papermill.PapermillExecutionError as err:
-            return results, f"{err.ename}: {err.evalue}"
-        except TimeoutError:  # nbclient's CellTimeoutError
-            return results, f"a cell ran longer than {timeout} s and was stopped"
-    return results, ""
 
 
 # --------------------------------------------------------------------------- assignment 1
@@ -140,34 +106,41 @@ MIN_FORGET_SHIFT = 0.01
 MIN_DISTANCE_TO_FINETUNE = 1e-3
 
 
-def method_cells(submission: Path) -> list[str]:
-    """The sources of the submission's method cells: those tagged ``method`` or, if none is
-    (a notebook editor that drops tags), those that define ``my_unlearning``."""
+def tagged_cells(submission: Path, tag: str, defines: tuple[str, ...]) -> list[str]:
+    """The sources of the submission's cells tagged ``tag`` or, if none is (a notebook editor
+    that drops tags), those that define one of the functions ``defines``."""
     cells = [c for c in jupytext.read(submission).cells if c.cell_type == "code"]
-    tagged = [c.source for c in cells if METHOD_TAG in c.metadata.get("tags", [])]
-    return tagged or [c.source for c in cells if f"def {METHOD_NAME}(" in c.source]
+    tagged = [c.source for c in cells if tag in c.metadata.get("tags", [])]
+    return tagged or [c.source for c in cells if any(f"def {n}(" in c.source for n in defines)]
+
+
+def write_module(submission: Path, path: Path, tag: str, defines: tuple[str, ...],
+                 header: str) -> Path:
+    """Write the submission's ``tag`` cells after ``header`` as one module at ``path``.
+
+    Raises:
+        ValueError: no such cell, or one that is not plain Python (a %magic or !command).
+    """
+    cells = tagged_cells(submission, tag, defines)
+    if not cells:
+        raise ValueError(f"no cell tagged {tag!r} defines {', '.join(defines)}: write your "
+                         "code in the starter's YOUR CODE cells (keep their tags)")
+    source = header + "\n\n".join(cells) + "\n"
+    try:
+        compile(source, path.name, "exec")
+    except SyntaxError as err:
+        raise ValueError(f"the {tag} cells are not plain Python ({err.msg}, line "
+                         f"{err.lineno - header.count(chr(10))} of the cells): move %magics, "
+                         "!commands and tests elsewhere") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(source)
+    return path
 
 
 def write_method(submission: Path, workdir: Path) -> Path:
-    """Write the method cells as one module, ``workdir/student_method.py``, and return it.
-
-    Raises:
-        ValueError: no method cell, or one that is not plain Python (a %magic or !command).
-    """
-    cells = method_cells(submission)
-    if not cells:
-        raise ValueError(f"no cell tagged {METHOD_TAG!r} defines {METHOD_NAME}: write your "
-                         "method in the starter's YOUR CODE cell (keep its tag)")
-    source = METHOD_HEADER + "\n\n".join(cells) + "\n"
-    try:
-        compile(source, "student_method.py", "exec")
-    except SyntaxError as err:
-        raise ValueError(f"the method cell is not plain Python ({err.msg}, line {err.lineno}"
-                         f" of the cell): move %magics, !commands and tests elsewhere") from None
-    workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / "student_method.py"
-    path.write_text(source)
-    return path
+    """Assignment 1's method cells as ``workdir/student_method.py``."""
+    return write_module(submission, workdir / "student_method.py", METHOD_TAG, (METHOD_NAME,),
+                        METHOD_HEADER)
 
 
 def hidden_requests(secret: str | None = None, n: int = HIDDEN) -> list[dict[str, Any]]:
@@ -442,148 +415,181 @@ def grade_method(submission: Path, workdir: Path, *,
 
 
 # --------------------------------------------------------------------------- assignment 2
+#
+# The student designs an audit (which statistics of chapter 6's membership test and of LiRA)
+# and a rule that turns a measured noise floor (two Retrains) into thresholds. The grader runs
+# both functions in the sandbox (``_run_audit.py``) on its own models of a hidden voice: a
+# third Retrain must pass, the original must fail, and the thresholds must follow the floor.
+
+AUDIT_TAG = "audit"
+AUDIT_HEADER = METHOD_HEADER + ("import numpy as np\nimport pandas as pd\n\n"
+                                "from speechul import audits, forget_me\n\n")
+AUDIT_STATS = ("membership", "lira")
+AUDIT_SHADOWS = 4  # LiRA's shadow models at the grading size (each is one tiny training)
+AUDIT_TIMEOUT = 900
+AUDIT_RUNNER = Path(__file__).with_name("_run_audit.py")
+CHECK_MARKS = 12.0  # each of the five autograded checks; the written part is 40, by hand
+WRITTEN_MARKS = 40.0
+PUBLIC_SPEAKER = 0  # the starter's SPEAKER: never the hidden voice
 
 
-def _expected_forget(voice: str) -> list[int]:
-    """The grader's own forget set for ``voice``: every training clip of it, any keyword."""
+def hidden_voice(secret: str | None = None) -> dict[str, Any]:
+    """The voice and seed the audit is graded on, drawn from the instructor's secret."""
+    import random
+
     import speechul as su
 
-    corpus = su.data.load("embedded", task="keyword", size=GRADE_PARAMS["SIZE"])
-    split = su.data.forget_split(corpus, "speaker", speakers=[voice])
-    return sorted(int(i) for i in split.forget.cpu())
+    secret = secret or os.environ.get(SECRET_ENV) or DEFAULT_SECRET
+    draw = random.Random(f"a2:{secret}")
+    names = _audit_corpus().names("speaker")
+    voice = draw.choice([n for i, n in enumerate(names) if i != PUBLIC_SPEAKER])
+    seed = draw.randrange(1, 10_000)
+    return {"voice": voice, "seed": seed, "other": su.noise.OTHER}
 
 
-AUDIT_KEYS = ("forget_acc", "test_acc", "mia_auc", "relearn_acc")
-AUDIT_TOLERANCE = 0.07  # about one clip of the held-out relearning clips at the tiny size
-
-
-def _audit(model, corpus, split, seed: int) -> dict[str, float]:
-    """The audit the assignment specifies (YOUR CODE (2)), as the grader computes it."""
+@functools.cache
+def _audit_corpus() -> Any:
     import speechul as su
 
-    row = su.evaluate(model, split, seed=seed)
-    n = min(16, len(split.forget) // 2)
-    curve = su.audits.relearn(model, corpus, split.forget, retain=split.retain, n_relearn=n,
-                              n_retain=n, seed=seed)
-    return {"forget_acc": row["forget_acc"], "test_acc": row["test_acc"],
-            "mia_auc": row["mia_auc"], "relearn_acc": float(curve.heldout_acc.iloc[1:].mean())}
+    return su.data.load("embedded", task="keyword", size=GRADE_PARAMS["SIZE"])
 
 
-def _regraded_rows(report: dict, models_path: Path) -> dict[str, dict[str, float]]:
-    """The grader's own audit rows: its own original and Retrain, and the submission's saved
-    models for the methods, all on the grader's own forget request."""
+@functools.cache
+def audit_job(voice: str, seed: int, other: int) -> tuple[dict[str, dict], dict, list[int]]:
+    """The grader's models of one "forget me" request: the original, three Retrains (seeds
+    ``seed + k * other``), the shadows' tensors and the voice's fresh clips; cached per process."""
     import torch
 
     import speechul as su
 
-    torch.set_num_threads(int(KERNEL_ENV["OMP_NUM_THREADS"]))  # the kernel's float sums
-    seed = report["seed"]
-    corpus = su.data.load("embedded", task="keyword", size=GRADE_PARAMS["SIZE"])
-    recipe = su.train.TrainConfig(epochs=GRADE_PARAMS["EPOCHS"])
+    torch.set_num_threads(int(SANDBOX_ENV["OMP_NUM_THREADS"]))
+    corpus, recipe = _audit_corpus(), su.train.TrainConfig(epochs=GRADE_PARAMS["EPOCHS"])
     original = su.train.original(corpus, recipe, seed=seed)
-    split = su.data.forget_split(corpus, "speaker", speakers=[report["voice"]])
-    models = {"original": original.model,
-              "retrain": su.unlearn.run("retrain", original, split, seed=seed).model}
-    saved = torch.load(models_path, map_location=corpus.device, weights_only=True)
-    for method in (r["method"] for r in report["rows"]):
-        if method not in models:
-            models[method] = su.train.fresh_model(recipe, corpus.n_classes, corpus.device, seed)
-            models[method].load_state_dict(saved[method])
-            models[method].eval()
-    return {m: _audit(model, corpus, split, seed) for m, model in models.items()}
+    split = su.data.forget_split(corpus, "speaker", speakers=[voice])
+    models = {"original": original.model}
+    for k, name in enumerate(("retrain_a", "retrain_b", "retrain_c")):
+        models[name] = su.unlearn.run("retrain", original, split, seed=seed + k * other).model
+    shadow = su.audits.shadows(corpus, recipe, n=AUDIT_SHADOWS, seed=seed)
+    held = torch.cat([corpus.indices("val"), corpus.indices("test")])
+    speaker = corpus.names("speaker").index(voice)
+    fresh = held[corpus.labels["speaker"][held] == speaker]
+    states = {n: {k: v.detach().cpu() for k, v in m.state_dict().items()}
+              for n, m in models.items()}
+    tensors = {"keep": shadow.keep, "scores": shadow.scores, "pool": shadow.pool}
+    return states, tensors, [int(i) for i in fresh.cpu()]
 
 
-def _valid_rows(rows: list[dict]) -> str:
-    """'' when every row has the four audit metrics in [0, 1], else what is wrong."""
-    for row in rows:
-        for key in AUDIT_KEYS:
-            value = row.get(key)
-            if not isinstance(value, (int, float)) or math.isnan(value) or not 0 <= value <= 1:
-                return f"{row.get('method')}: {key} = {value!r}, need a number in [0, 1]"
-    return ""
+def run_audit_sandboxed(module: Path, workdir: Path, request: dict[str, Any], *,
+                        timeout: int = AUDIT_TIMEOUT) -> dict[str, Any]:
+    """Run the student's audit on the grader's models in the sandbox; its log or ``error``."""
+    import dataclasses
+    import subprocess
 
-
-def _mismatches(rows: list[dict], regraded: dict[str, dict[str, float]]) -> list[str]:
-    """'method key: theirs vs ours' for every audit number further than the tolerance."""
-    return [f"{r['method']} {k}: {r[k]:.3f} vs {regraded[r['method']][k]:.3f}"
-            for r in rows for k in AUDIT_KEYS
-            if abs(r[k] - regraded[r["method"]][k]) > AUDIT_TOLERANCE]
-
-
-def check_audit(report: dict, models_path: Path | None = None) -> list[Check]:
-    """Assignment 2: the right request, a complete audit table, numbers the grader reproduces on
-    the same models (``models_path``, saved by the last cell), and conclusions that follow the
-    grader's audit. Without ``models_path`` the conclusions are checked against the table."""
-    import pandas as pd
+    import torch
 
     import speechul as su
 
-    expected = _expected_forget(report["voice"])
-    got = set(report["forget"])
-    missing, extra = len(set(expected) - got), len(got - set(expected))
-    rows = pd.DataFrame(report["rows"])
-    methods = [m for m in rows.get("method", []) if m not in ("original", "retrain")]
-    bad = _valid_rows(report["rows"])
-    checks = [
-        _check("request", report["kind"] == "speaker" and not missing and not extra,
-               f"kind {report['kind']!r} (need 'speaker'); {missing} of the voice's "
-               f"{len(expected)} training clips missing, {extra} other clips included"),
-        _check("table", "retrain" in set(rows.get("method", [])) and len(methods) >= 2
-               and not bad, bad or f"need rows for retrain and >= 2 methods, got {methods}"),
-    ]
-    if not checks[-1][1] or not checks[0][1]:
+    states, tensors, fresh = audit_job(request["voice"], request["seed"], request["other"])
+    job_dir = workdir / "audit-job"
+    job_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(states, job_dir / "models.pt")
+    torch.save(tensors, job_dir / "shadow.pt")
+    recipe = dataclasses.asdict(su.train.TrainConfig(epochs=GRADE_PARAMS["EPOCHS"]))
+    (job_dir / "job.json").write_text(json.dumps({
+        "size": GRADE_PARAMS["SIZE"], "recipe": recipe, "voice": request["voice"],
+        "fresh": fresh, "threads": int(SANDBOX_ENV["OMP_NUM_THREADS"])}))
+    command = [sys.executable, str(AUDIT_RUNNER), str(module), str(job_dir)]
+    with tempfile.TemporaryDirectory(prefix="grader-cache-") as cache, \
+            _kernel_env(_with_corpus(Path(cache)), SANDBOX_ENV):
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": f"the audit ran longer than {timeout} s and was stopped"}
+    log_path = job_dir / "audit.json"
+    if not log_path.exists():
+        return {"error": f"the sandbox wrote no log: {done.stderr[-2000:]}"}
+    return json.loads(log_path.read_text())
+
+
+def _finite_stats(log: dict[str, Any]) -> str:
+    """'' when every model's audit and both thresholds hold a finite number per statistic."""
+    tables = {**log["stats"], "thresholds": log["limits"], "wider thresholds": log["wider"]}
+    for name, table in tables.items():
+        for key in AUDIT_STATS:
+            value = table.get(key)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                return f"{name}: {key} = {value!r}, need a finite number"
+    return ""
+
+
+def passes(stats: dict[str, float], limits: dict[str, float]) -> bool:
+    """The assignment's fixed rule: every statistic at most its threshold."""
+    return all(stats[k] <= limits[k] for k in AUDIT_STATS)
+
+
+def _follows_floor(log: dict[str, Any]) -> list[str]:
+    """What is wrong with the thresholds as a function of the floor (empty: nothing)."""
+    a, b = log["stats"]["retrain_a"], log["stats"]["retrain_b"]
+    limits, wider = log["limits"], log["wider"]
+    wrong = [f"{k}: {limits[k]:.3f} is below a Retrain's {max(a[k], b[k]):.3f}"
+             for k in AUDIT_STATS if limits[k] < max(a[k], b[k])]
+    wrong += [f"{k}: {wider[k]:.3f} with a 3x wider floor, not above {limits[k]:.3f}"
+              for k in AUDIT_STATS if abs(a[k] - b[k]) > 1e-9 and wider[k] <= limits[k]]
+    return wrong
+
+
+def check_audit(log: dict[str, Any]) -> list[Check]:
+    """Assignment 2's five autograded checks on the sandbox's log (stats and thresholds)."""
+    bad = _finite_stats(log)
+    checks = [_check("runs", not bad, bad)]
+    if bad:
         return checks
-    if models_path is not None:
-        regraded = _regraded_rows(report, models_path)
-        wrong = _mismatches(report["rows"], regraded)
-        checks.append(_check("audit", not wrong, f"numbers the grader's audit of the same models "
-                             f"does not reproduce (allowed {AUDIT_TOLERANCE}): {wrong}"))
-        rows = pd.DataFrame([{"method": m, **row} for m, row in regraded.items()])
-    table = su.audits.verdicts(rows[rows.method != "original"])
-    truth = {m: "forgotten" if len(set(table.loc[m, "passed"].split("/"))) == 1
-             else "not forgotten" for m in methods}
-    wrong = {m: report["conclusions"].get(m) for m in methods
-             if report["conclusions"].get(m) != truth[m]}
-    checks.append(_check("conclusions", not wrong,
-                         f"these disagree with the audits {truth}: {wrong}"))
-    return checks
+    stats, limits, floor = log["stats"], log["limits"], _follows_floor(log)
+    fmt = lambda d: {k: round(d[k], 3) for k in AUDIT_STATS}  # noqa: E731
+    return [*checks,
+            _check("both tests", set(log["ran"]) == set(AUDIT_STATS),
+                   f"the audit ran {log['ran']}, need chapter 6's membership test "
+                   "(forget_me.speaker_membership) and LiRA (audits.lira)"),
+            _check("from the floor", not floor, f"thresholds {fmt(limits)}: {floor}"),
+            _check("Retrain passes", passes(stats["retrain_c"], limits),
+                   f"a third Retrain {fmt(stats['retrain_c'])} fails thresholds {fmt(limits)}:"
+                   " they are tighter than the noise floor"),
+            _check("original fails", not passes(stats["original"], limits),
+                   f"the original {fmt(stats['original'])} passes thresholds {fmt(limits)}: "
+                   "the audit cannot see a model that never forgot")]
 
 
-# notebook assignments: assignment -> check(report, path of the results file)
-ASSIGNMENTS: dict[str, Callable[[dict, Path], list[Check]]] = {
-    "audit": lambda report, results: check_audit(report, Path(f"{results}.models.pt")),
-}
-#: Assignments graded by running the student's code in the grader (not the notebook):
-#: assignment -> grade(submission, workdir) -> (marks, checks).
+def grade_audit(submission: Path, workdir: Path, *,
+                request: dict[str, Any] | None = None) -> tuple[float, list[Check]]:
+    """Grade assignment 2's autograded part: (marks out of 60, checks). The written part (40
+    marks) is graded by hand with the rubric in the assignment."""
+    request = request or hidden_voice()
+    try:
+        module = write_module(submission, workdir / "student_audit.py", AUDIT_TAG,
+                              ("audit", "thresholds"), AUDIT_HEADER)
+    except ValueError as err:
+        return 0.0, [_check("runs", False, str(err))]
+    log = run_audit_sandboxed(module, workdir, request)
+    if log["error"]:
+        return 0.0, [_check("runs", False, f"your audit raised: {log['error']}")]
+    checks = check_audit(log)
+    (workdir / "audit.json").write_text(json.dumps(log, indent=1))  # for the instructor
+    return CHECK_MARKS * sum(ok for _, ok, _ in checks), checks
+
+
+#: assignment -> grade(submission, workdir) -> (marks, checks); the grader runs the student's
+#: code itself in both.
 GRADERS: dict[str, Callable[[Path, Path], tuple[float, list[Check]]]] = {
     "new_method": grade_method,
+    "audit": grade_audit,
 }
-
-
-def grade_notebook(assignment: str, submission: Path, workdir: Path) -> list[Check]:
-    """Run a notebook assignment's submission with papermill and check what it wrote."""
-    results, error = execute(submission, workdir)
-    if error:
-        return [_check("runs", False, f"the notebook raised {error} (see {workdir}"
-                       "/executed.ipynb)")]
-    if not results.exists():
-        return [_check("runs", False, f"the notebook wrote no {results.name}: keep the last cell")]
-    checks = [_check("runs", True, "")]
-    try:
-        checks += ASSIGNMENTS[assignment](json.loads(results.read_text()), results)
-    except (KeyError, TypeError, ValueError, FileNotFoundError, RuntimeError) as err:
-        checks.append(_check("results", False, f"the results file is incomplete: {err!r}"))
-    return checks
 
 
 def grade(assignment: str, submission: Path, workdir: Path) -> list[Check]:
     """Grade one submission; the list of (check, passed, reason)."""
-    if assignment in GRADERS:
-        return GRADERS[assignment](submission, workdir)[1]
-    if assignment not in ASSIGNMENTS:
-        raise KeyError(f"unknown assignment {assignment!r}; known: "
-                       f"{sorted({*ASSIGNMENTS, *GRADERS})}")
-    return grade_notebook(assignment, submission, workdir)
+    if assignment not in GRADERS:
+        raise KeyError(f"unknown assignment {assignment!r}; known: {sorted(GRADERS)}")
+    return GRADERS[assignment](submission, workdir)[1]
 
 
 STARTERS = ("a1_new_method", "a2_audit")
@@ -608,7 +614,7 @@ def write_colab_copies() -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("assignment", nargs="?", choices=sorted({*ASSIGNMENTS, *GRADERS}))
+    parser.add_argument("assignment", nargs="?", choices=sorted(GRADERS))
     parser.add_argument("submission", nargs="?", type=Path,
                         help="the student's .ipynb (or jupytext .md)")
     parser.add_argument("--workdir", type=Path, help="keeps the executed notebook (default: temp)")
@@ -622,17 +628,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.assignment is None or args.submission is None:
         parser.error("give an assignment and a submission (or --colab)")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="speechul-grade-"))
-    marks = None
-    if args.assignment in GRADERS:
-        marks, checks = GRADERS[args.assignment](args.submission, workdir)
-    else:
-        checks = grade(args.assignment, args.submission, workdir)
+    marks, checks = GRADERS[args.assignment](args.submission, workdir)
     for name, ok, why in checks:
         print(f"{'PASS' if ok else 'FAIL'}  {name:<18} {'' if ok else why}")
     passed = sum(ok for _, ok, _ in checks)
     print(f"{passed}/{len(checks)} checks passed ({args.submission})")
-    if marks is not None:
-        print(f"marks: {marks:.0f}/{FULL_MARKS:.0f}")
+    out_of = FULL_MARKS if args.assignment == "new_method" else 5 * CHECK_MARKS
+    written = f" + the written part (/{WRITTEN_MARKS:.0f}, by hand)" if out_of < FULL_MARKS else ""
+    print(f"marks: {marks:.0f}/{out_of:.0f}{written}")
     return 0 if passed == len(checks) else 1
 
 
