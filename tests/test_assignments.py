@@ -167,7 +167,8 @@ def test_trace_sees_a_built_in_method_under_any_alias():
     import speechul as su
 
     runner = load_script("a1_run_method", FOLDER / "_run_method.py")
-    copy = types.FunctionType(su.unlearn.finetune.__code__, {})
+    copy = types.FunctionType(su.unlearn.finetune.__code__, {}, "copy")
+    copy.__kwdefaults__ = su.unlearn.finetune.__kwdefaults__
     for route in (su.unlearn.finetune, su.unlearn.METHODS["finetune"], copy):
         called: set[str] = set()
         with pytest.raises(Exception):  # noqa: B017 - any error: finetune got no model

@@ -21,6 +21,7 @@ import functools
 import importlib.util
 import json
 import sys
+import threading
 import traceback
 import types
 from collections.abc import Callable
@@ -53,8 +54,9 @@ def builtin_code() -> dict[types.CodeType, str]:
 
 def traced(fn: Callable[..., Any], codes: dict[types.CodeType, str],
            called: set[str]) -> Callable[..., Any]:
-    """``fn`` with a profiler on while it runs that adds to ``called`` the name of every
-    built-in code it executes. The signature stays ``fn``'s (``functools.wraps``), so
+    """``fn`` with a profiler on while it runs (its threads too) that adds to ``called`` the
+    name of every built-in code it executes; a method that switches the profiler off is
+    recorded as such. The signature stays ``fn``'s (``functools.wraps``), so
     ``su.unlearn.run`` binds the same hyper-parameters."""
 
     def watch(frame: types.FrameType, event: str, arg: object) -> None:
@@ -64,10 +66,14 @@ def traced(fn: Callable[..., Any], codes: dict[types.CodeType, str],
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         sys.setprofile(watch)
+        threading.setprofile(watch)
         try:
             return fn(*args, **kwargs)
         finally:
+            if sys.getprofile() is not watch:
+                called.add("sys.setprofile (the grader's trace was switched off)")
             sys.setprofile(None)
+            threading.setprofile(None)
 
     return wrapper
 
