@@ -275,13 +275,15 @@ def _with_corpus(cache: Path) -> Path:
 def run_sandboxed(method: Path, workdir: Path, requests: list[dict[str, Any]], *,
                   timeout: int = METHOD_TIMEOUT) -> dict[str, Any]:
     """Run the student's method on ``requests`` in a process of its own (``_run_method.py``),
-    with an empty cache and ``timeout`` seconds; return its log, with ``models`` (one state
-    dict per request) when it ran, or ``error`` saying why not."""
+    with a cache holding only a copy of the corpus, and ``timeout`` seconds; return its log,
+    with ``models`` (one state dict per request) when it ran, or ``error`` saying why not."""
     import subprocess
 
     import torch
 
     job_dir = workdir / "job"
+    for stale in ("runs.json", "models.pt"):  # an earlier grading's, in a reused workdir
+        (job_dir / stale).unlink(missing_ok=True)
     _write_job(job_dir, requests)
     command = [sys.executable, str(RUNNER), str(method), str(job_dir)]
     with tempfile.TemporaryDirectory(prefix="grader-cache-") as cache, \
@@ -512,6 +514,7 @@ def run_audit_sandboxed(module: Path, workdir: Path, request: dict[str, Any], *,
     states, tensors, fresh = audit_job(request["voice"], request["seed"], request["other"])
     job_dir = workdir / "audit-job"
     job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / "audit.json").unlink(missing_ok=True)  # an earlier grading's
     torch.save(states, job_dir / "models.pt")
     torch.save(tensors, job_dir / "shadow.pt")
     recipe = dataclasses.asdict(su.train.TrainConfig(epochs=GRADE_PARAMS["EPOCHS"]))
