@@ -134,6 +134,9 @@ def test_method_score_is_the_share_of_the_way_to_fine_tuning():
     assert grader.new_method_score(_rows(), gates)[0] == pytest.approx(50)
     assert grader.new_method_score(_rows(gap=0.05), gates)[0] == grader.FULL_MARKS
     assert grader.new_method_score(_rows(gap=0.4), gates)[0] == 0
+    # fine-tuning barely moves (0.29 of 0.3): the bar is a quarter of the way, 0.225
+    weak = _rows(gap=0.2625, gap_finetune=0.29)
+    assert grader.new_method_score(weak, gates)[0] == pytest.approx(50)
     called = grader.check_new_method(_rows(), called=["su.unlearn.finetune"])
     assert not dict((n, ok) for n, ok, _ in called)["own method"]
 

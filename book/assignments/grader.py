@@ -390,25 +390,33 @@ def check_new_method(rows: list[dict[str, float]], called: list[str]) -> list[Ch
     ]
 
 
+#: The bar for full marks is never less than this share of the original's gap: where
+#: fine-tuning closes less of it (at the tiny size it has only a few steps), this is the bar.
+MIN_BAR = 0.25
+
+
 def new_method_score(rows: list[dict[str, float]], gates: list[Check]) -> tuple[float, str]:
     """The marks (0 to ``FULL_MARKS``) and why. The rule, stated in the assignment:
 
     0 if any gate fails. Otherwise, with G the mean over the hidden requests of the method's
     ``gap_mean`` to the grader's Retrain (the book's metric: forget, retain and test accuracy
     and MIA efficacy), G_0 that of doing nothing (the original) and G_ft that of fine-tuning
-    (``su.unlearn.finetune``, its defaults): ``FULL_MARKS * clip((G_0 - G) / (G_0 - G_ft), 0,
-    1)``. Doing nothing earns 0, fine-tuning's closeness to Retrain (or better) full marks,
-    and a method between them the fraction of the way it covers. Means over requests, not a
-    request each, so one unlucky request costs a share, not everything.
+    (``su.unlearn.finetune``, its defaults), the bar is B = min(G_ft, (1 - MIN_BAR) G_0) and
+    the marks ``FULL_MARKS * clip((G_0 - G) / (G_0 - B), 0, 1)``. Doing nothing earns 0,
+    matching fine-tuning's closeness to Retrain (or beating it) full marks, and a method in
+    between the share of the way it covers. Means over requests, not a request each, so one
+    unlucky request costs a share, not everything; the ``MIN_BAR`` floor keeps full marks from
+    being cheap when fine-tuning itself barely moves.
     """
     g, g0, gft = (_mean(rows, k) for k in ("gap", "gap_original", "gap_finetune"))
     failed = [name for name, ok, _ in gates if not ok]
     if failed:
         return 0.0, f"0: gate(s) {failed} failed"
-    fraction = min(max((g0 - g) / max(g0 - gft, 1e-9), 0.0), 1.0)
+    bar = min(gft, (1 - MIN_BAR) * g0)
+    fraction = min(max((g0 - g) / max(g0 - bar, 1e-9), 0.0), 1.0)
     return FULL_MARKS * fraction, (
         f"mean gap to Retrain {g:.3f} over {len(rows)} hidden requests; doing nothing "
-        f"{g0:.3f} (0 marks), fine-tuning {gft:.3f} (full marks)")
+        f"{g0:.3f} (0 marks), full marks at {bar:.3f} (fine-tuning: {gft:.3f})")
 
 
 def grade_method(submission: Path, workdir: Path, *,
