@@ -38,3 +38,12 @@ def test_a_method_runs_in_its_own_process_with_a_copy_of_the_corpus_and_a_timeou
     assert files["cache"] != os.environ.get("SPEECHUL_CACHE")
     assert not Path(files["cache"]).exists(), "the sandbox's cache is removed after grading"
     assert dict(os.environ) == before, "the grader's own environment is left as it was"
+
+
+def test_the_sandbox_copy_finds_the_corpus_files(tiny_corpus):
+    """The sandbox gets the grading corpus by copying its cache entries, found by the keys
+    speechul.synth and speechul.features use; if those keys change, the copy must not silently
+    find nothing (each sandbox would then synthesise the corpus again)."""
+    assert tiny_corpus.n_classes == 10
+    missing = [p for p in grader._corpus_files("tiny") if not p.exists()]
+    assert not missing, f"not in the cache: {missing}"
