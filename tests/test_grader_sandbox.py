@@ -8,12 +8,14 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from scriptload import load_script
 
 grader = load_script("assignment_grader_sandbox",
                      Path(__file__).resolve().parents[1] / "book" / "assignments" / "grader.py")
 
 
+@pytest.mark.book  # trains the grader's original (tiny, 20 epochs)
 def test_a_method_runs_in_its_own_process_with_a_copy_of_the_corpus_and_a_timeout(tmp_path):
     """Assignment 1 runs the student's code in a process of its own: its cache holds the corpus
     but no model of the instructor's, the grader's environment is untouched, and a method that
