@@ -48,6 +48,16 @@ book: $(STAMP) $(VENDORED)
 	SPEECHUL_QUIET=1 SPEECHUL_CLAIMS=strict $(BIN)/jupyter-book build . --all
 	$(SOURCES_SUM) > $(BUILT_WITH)
 
+# The student edition of the rendered book (solutions removed), from the outputs `make book`
+# executed: the execution cache is copied, so no chapter runs again. Pages: _build/student/_build/html
+.PHONY: student-book
+student-book: $(STAMP) $(VENDORED)
+	sed 's/hide_solutions: false/hide_solutions: true/' _config.yml > _config.student.yml
+	mkdir -p _build/student/_build && rm -rf _build/student/_build/.jupyter_cache
+	if [ -d _build/.jupyter_cache ]; then cp -r _build/.jupyter_cache _build/student/_build/; fi
+	SPEECHUL_QUIET=1 SPEECHUL_CLAIMS=strict $(BIN)/jupyter-book build . --config _config.student.yml \
+		--path-output _build/student; status=$$?; rm -f _config.student.yml; exit $$status
+
 # After editing a chapter: pytest --nbval-lax on it with its CI parameters (every cell a test, a
 # failing check fails), notebooks written to _build/nbval/. One chapter: make nbval ONLY=04
 .PHONY: nbval

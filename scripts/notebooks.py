@@ -6,9 +6,12 @@ sphinx-book-theme's Colab button links to ``<page>.ipynb`` when that file exists
 so the button opens the notebook and the repository URL stays in ``_config.yml`` alone. The book
 build ignores the copies (``exclude_patterns``); ``tests/test_book.py`` checks they are in sync.
 
-The twin carries Colab's metadata asking for a GPU runtime; its first cell (the same in every
-chapter, defined once in ``book/intro.md`` under the ``colab-cell`` label) installs speechul from
-the repository when, and only when, it runs inside Colab.
+The twin opens on Colab's CPU runtime: every chapter runs on the embedded corpus on a CPU, and
+a reader should not wait for a GPU it does not need. A chapter that needs one declares
+``speechul: {gpu: true}`` in its front matter and its twin asks Colab for a GPU runtime. The
+first cell (the same in every chapter, defined once in ``book/intro.md`` under the
+``colab-cell`` label) installs speechul from the repository when, and only when, it runs inside
+Colab, and tells a CPU runtime's reader how to switch for the real corpora.
 
 Usage::
 
@@ -38,8 +41,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Colab opens a notebook with this metadata on a GPU runtime (its own notebooks carry the same).
-COLAB_METADATA = {"accelerator": "GPU", "colab": {"gpuType": "T4", "provenance": []}}
+COLAB_METADATA = {"colab": {"provenance": []}}  # a CPU runtime
+# Colab opens a notebook with these keys on a GPU runtime (its own GPU notebooks carry the same).
+GPU_METADATA = {"accelerator": "GPU", "colab": {"gpuType": "T4", "provenance": []}}
 COLAB_TAGS = ["remove-cell"]  # the Colab cell does nothing outside Colab: keep it off the pages
 
 
@@ -105,10 +109,12 @@ def notebook(chapter: Path) -> nbformat.NotebookNode:
 
 
 def colab_notebook(chapter: Path) -> nbformat.NotebookNode:
-    """The Colab copy: no jupytext metadata, GPU runtime requested, stable cell ids."""
+    """The Colab copy: no jupytext metadata, a GPU runtime only where the chapter's front matter
+    asks for one (``speechul: {gpu: true}``), stable cell ids."""
     nb = notebook(chapter)
     nb.metadata.pop("jupytext", None)
-    nb.metadata.update(COLAB_METADATA)
+    wants_gpu = bool(nb.metadata.get("speechul", {}).get("gpu", False))
+    nb.metadata.update(GPU_METADATA if wants_gpu else COLAB_METADATA)
     for i, cell in enumerate(nb.cells):
         cell["id"] = f"cell-{i}"  # deterministic: regenerating an unchanged chapter is a no-op
     return nb

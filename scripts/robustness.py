@@ -66,9 +66,9 @@ def variant_cache(folder: Path, shared: Path) -> Path:
 def run_variant(name: str, out: Path, params: str, only: list[str] | None,
                 shared: Path) -> list[dict]:
     """Run the chapters under one variant; return run_chapters' summary rows."""
-    folder = out / name
+    folder = out / name  # made absolute below: each kernel runs in its own folder
     env = {**os.environ, **variant_env(name), "SPEECHUL_CLAIMS": "strict",
-           "SPEECHUL_CACHE": str(variant_cache(folder, shared))}
+           "SPEECHUL_CACHE": str(variant_cache(folder, shared).resolve())}
     command = [sys.executable, str(RUNNER), "--params", params, "--out", str(folder), "--quiet"]
     if only:
         command += ["--only", *only]
@@ -102,7 +102,8 @@ def _cell(row: dict | None) -> str:
         return "-"
     if row["status"] == "ok":
         return f"ok ({row['seconds']:.0f} s)"
-    return "FAILED: " + str(row.get("error", "")).replace("|", "/")[:160]
+    error = " ".join(str(row.get("error", "")).split())  # one line: a table cell
+    return "FAILED: " + error.replace("|", "/")[:240]
 
 
 def main(argv: list[str] | None = None) -> int:

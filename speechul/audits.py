@@ -299,8 +299,8 @@ class Audit:
 AUDITS = (
     Audit("forget accuracy", "forget_acc", "near", 0.05),
     Audit("test accuracy", "test_acc", "at_least", 0.03),
-    Audit("loss MIA", "mia_auc", "near", 0.05),
-    Audit("LiRA", "lira_auc", "near", 0.05),
+    Audit("loss-attack AUC", "mia_auc", "near", 0.05),
+    Audit("LiRA AUC", "lira_auc", "near", 0.05),
     Audit("relearning", "relearn_acc", "at_most", 0.10),
 )
 

@@ -115,7 +115,7 @@ class Claims:
         k = self.k if k is None else k
         diff, se = _difference(b, a, paired)
         measured = (f"{_fmt(a)} vs {_fmt(b)}: difference {diff:.3g}, "
-                    f"needs > {k:g} x SE {se:.3g}")
+                    f"needs > {k:g} x SE = {k * se:.3g}")
         return self._add(diff > k * se, text, measured, "statistic")
 
     def close(self, a: Sequence[float], b: Sequence[float], text: str, *, floor: float = 0.0,

@@ -135,7 +135,7 @@ def test_verdicts_follow_the_numbers():
          "mia_auc": math.nan},
     ])
     table = audits.verdicts(rows)
-    assert list(table.columns) == ["forget accuracy", "test accuracy", "loss MIA", "passed"]
+    assert list(table.columns) == ["forget accuracy", "test accuracy", "loss-attack AUC", "passed"]
     assert table.loc["retrain"].tolist() == [True, True, True, "3/3"]
     assert table.loc["good"].tolist() == [True, True, True, "3/3"]  # |0.93 - 0.91| <= 0.05
     assert table.loc["leaky"].tolist() == [False, True, False, "1/3"]  # better test acc passes

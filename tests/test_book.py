@@ -239,8 +239,22 @@ def test_colab_copy_in_sync(chapter):
     assert target.read_text() == notebooks.render(chapter), (
         f"{target.name} is stale: run python scripts/notebooks.py")
     nb = nbformat.read(target, as_version=4)
-    assert nb.metadata["accelerator"] == "GPU", "Colab should open the copy on a GPU runtime"
+    wants_gpu = nb.metadata.get("speechul", {}).get("gpu", False)
+    assert ("accelerator" in nb.metadata) == wants_gpu, (
+        "Colab opens a copy on a GPU runtime only when its chapter declares speechul: {gpu: true}")
     assert not any(c.get("outputs") for c in _code_cells(nb)), "Colab copies carry no outputs"
+
+
+def test_colab_copy_asks_for_a_gpu_only_when_the_chapter_does(tmp_path):
+    """A chapter on the embedded corpus opens on a CPU runtime; ``speechul: {gpu: true}`` in its
+    front matter makes its Colab copy request a GPU."""
+    body = "# A page\n\n```{code-cell} ipython3\nx = 1\n```\n"
+    front = "---\njupytext:\n  text_representation: {extension: .md, format_name: myst}\n"
+    for gpu in (False, True):
+        page = tmp_path / f"page_{gpu}.md"
+        page.write_text(front + f"speechul: {{gpu: {str(gpu).lower()}}}\n---\n" + body)
+        meta = notebooks.colab_notebook(page).metadata
+        assert (meta.get("accelerator") == "GPU") is gpu, meta
 
 
 # --------------------------------------------------------------------------- execution

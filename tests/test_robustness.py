@@ -36,7 +36,21 @@ def test_a_variant_shares_the_corpus_but_not_the_models(tmp_path):
 def test_the_matrix_names_the_failed_claim():
     results = {"threads1": [{"chapter": "04_x", "status": "ok", "seconds": 12.0}],
                "seed+7": [{"chapter": "04_x", "status": "failed", "seconds": 3.0,
-                           "error": "ClaimFailed: Chapter 4: 1 of 9 claims did not hold"}]}
+                           "error": "ClaimFailed: Chapter 4: 1 of 9 claims did not hold:\n"
+                                    "- a claim [numbers]"}]}
     table = robustness.matrix(results)
     assert "| 04_x | ok (12 s) | FAILED: ClaimFailed: Chapter 4: 1 of 9 claims" in table
+    row = next(line for line in table.splitlines() if line.startswith("| 04_x"))
+    assert row.endswith("- a claim [numbers] |"), "a multi-line error stays in its table row"
     assert "1/2 cells ok." in table
+
+
+def test_a_variant_cache_is_absolute(tmp_path, monkeypatch):
+    """Each chapter's kernel runs in its own folder: a relative cache path would put the models
+    (and a second corpus) in a folder of its own under it, beside no shared corpus."""
+    seen = {}
+    monkeypatch.setattr(robustness.subprocess, "run",
+                        lambda command, env, **kw: seen.update(env=env))
+    monkeypatch.chdir(tmp_path)
+    robustness.run_variant("threads1", Path("out"), "ci", ["01"], tmp_path / "shared")
+    assert Path(seen["env"]["SPEECHUL_CACHE"]).is_absolute()

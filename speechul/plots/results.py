@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 __all__ = ["metric_bars", "gap_vs_time", "gap_vs_time_by_request"]
 
 _LABELS = {"forget_acc": "forget acc.", "retain_acc": "retain acc.", "test_acc": "test acc.",
-           "val_acc": "val acc.", "mia_auc": "MIA AUC", "mia_efficacy": "MIA efficacy",
+           "val_acc": "val acc.", "mia_auc": "loss-attack AUC", "mia_efficacy": "MIA efficacy",
            "forgotten_test_acc": "forgotten-class test acc.", "kept_test_acc": "kept test acc.",
            "gap_mean": "mean gap to Retrain", "zrf": "ZRF", "seconds": "seconds"}
 
