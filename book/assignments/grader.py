@@ -95,6 +95,8 @@ DEFAULT_SECRET = "speechul-ci"
 #: Seconds the sandbox may take for all hidden requests (a real method takes < 1 min at tiny).
 METHOD_TIMEOUT = 900
 FULL_MARKS = 100.0
+#: assignment 1's pass line (the ``score`` check): half the way from the original to the bar
+PASS_MARKS = 50.0
 #: "Changed below the head": ||theta_body - theta_body,original|| / ||theta_body,original||
 #: must reach this. Adam moves every weight by about ``lr`` a step, so a few steps of any real
 #: method move the body by ~1e-2; a bias edit with one weight nudged moves it by ~1e-6.
@@ -441,7 +443,8 @@ def grade_method(submission: Path, workdir: Path, *,
     (workdir / "measured.json").write_text(json.dumps(rows, indent=1))  # for the instructor
     gates = [_check("runs", True, ""), *check_new_method(rows, log["called"])]
     marks, why = new_method_score(rows, gates)
-    return marks, [*gates, _check("score", marks >= FULL_MARKS, f"{marks:.0f}/100: {why}")]
+    return marks, [*gates, _check("score", marks >= PASS_MARKS,
+                                  f"{marks:.0f}/100 (pass: {PASS_MARKS:.0f}): {why}")]
 
 
 # --------------------------------------------------------------------------- assignment 2
