@@ -1,5 +1,6 @@
-"""The grader runs a submission in its own kernel process with its own, empty cache folder and
-stops a cell that runs too long, instead of hanging on it with the instructor's cache."""
+"""The grader runs a submission's code in a process of its own with its own cache folder (a copy
+of the corpus, none of the instructor's models) and stops it when it runs too long, instead of
+hanging on it with the instructor's cache."""
 
 from __future__ import annotations
 
@@ -7,37 +8,44 @@ import json
 import os
 from pathlib import Path
 
-import nbformat
+import pytest
 from scriptload import load_script
 
 grader = load_script("assignment_grader_sandbox",
                      Path(__file__).resolve().parents[1] / "book" / "assignments" / "grader.py")
 
 
-def _notebook(path: Path, *cells: str) -> Path:
-    book = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    book.cells[0].metadata["tags"] = ["parameters"]  # the grader's values replace these
-    book.metadata = {"kernelspec": {"name": "python3", "language": "python",
-                                    "display_name": "Python 3"},
-                     "language_info": {"name": "python"}}
-    nbformat.write(book, path)
-    return path
-
-
-def test_a_submission_gets_an_empty_cache_and_a_timeout(tmp_path):
-    spy = _notebook(tmp_path / "spy.ipynb", "RESULTS = None",
-                    "import json, os\n"
-                    "cache = os.environ['SPEECHUL_CACHE']\n"
-                    "json.dump({'cache': cache, 'files': os.listdir(cache)}, open(RESULTS, 'w'))")
+@pytest.mark.book  # trains the grader's original (tiny, 20 epochs)
+def test_a_method_runs_in_its_own_process_with_a_copy_of_the_corpus_and_a_timeout(tmp_path):
+    """Assignment 1 runs the student's code in a process of its own: its cache holds the corpus
+    but no model of the instructor's, the grader's environment is untouched, and a method that
+    never returns is stopped."""
+    spy = tmp_path / "spy.md"
+    seen = tmp_path / "seen.json"
+    spy.write_text(
+        "---\njupytext:\n  text_representation: {extension: .md, format_name: myst}\n"
+        "kernelspec: {display_name: Python 3, language: python, name: python3}\n---\n\n"
+        "```{code-cell} ipython3\n:tags: [method]\n\nimport json, os, time\n\n"
+        "cache = os.environ['SPEECHUL_CACHE']\n"
+        f"json.dump({{'cache': cache, 'files': os.listdir(cache)}}, open({str(seen)!r}, 'w'))\n"
+        "\n\ndef my_unlearning(model, forget, retain, *, lr: float = 1.0):\n"
+        "    time.sleep(600)\n```\n")
     before = dict(os.environ)
-    results, error = grader.execute(spy, tmp_path / "spy")
-    assert error == ""
-    seen = json.loads(results.read_text())
-    assert seen["files"] == [] and seen["cache"] != os.environ.get("SPEECHUL_CACHE")
-    assert not Path(seen["cache"]).exists(), "the submission's cache is removed after grading"
+    method = grader.write_method(spy, tmp_path / "work")
+    log = grader.run_sandboxed(method, tmp_path / "work", grader.hidden_requests()[:1],
+                               timeout=60)
+    assert "longer than 60 s" in log["error"]
+    files = json.loads(seen.read_text())
+    assert "models" not in files["files"] and "features" in files["files"]
+    assert files["cache"] != os.environ.get("SPEECHUL_CACHE")
+    assert not Path(files["cache"]).exists(), "the sandbox's cache is removed after grading"
     assert dict(os.environ) == before, "the grader's own environment is left as it was"
 
-    endless = _notebook(tmp_path / "endless.ipynb", "RESULTS = None",
-                        "import time\ntime.sleep(600)")
-    _, error = grader.execute(endless, tmp_path / "endless", timeout=5)
-    assert "longer than 5 s" in error
+
+def test_the_sandbox_copy_finds_the_corpus_files(tiny_corpus):
+    """The sandbox gets the grading corpus by copying its cache entries, found by the keys
+    speechul.synth and speechul.features use; if those keys change, the copy must not silently
+    find nothing (each sandbox would then synthesise the corpus again)."""
+    assert tiny_corpus.n_classes == 10
+    missing = [p for p in grader._corpus_files("tiny") if not p.exists()]
+    assert not missing, f"not in the cache: {missing}"
