@@ -245,13 +245,11 @@ def _write_job(job_dir: Path, requests: list[dict[str, Any]]) -> None:
 def _corpus_files(size: str) -> list[Path]:
     """The grader's cache entries of the embedded corpus of ``size``: its audio folder and its
     log-mel features (the keys ``speechul.synth.build`` and ``speechul.features.logmel`` use)."""
-    from dataclasses import asdict
-
     from speechul import features, synth
-    from speechul._runtime import cache_dir, fingerprint
+    from speechul._runtime import cache_dir
 
-    key = fingerprint("embedded", asdict(synth.SIZES[size]), "v1")
-    mels = fingerprint(key, asdict(features.FeatureConfig()), "logmel-v1")
+    key = synth.corpus_key(synth.SIZES[size])
+    mels = features.cache_key(key, features.FeatureConfig())
     folder = cache_dir() / "features"
     return [cache_dir() / "embedded" / key, folder / f"{mels}.pt", folder / f"{mels}.pt.sha256"]
 
