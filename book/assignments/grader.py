@@ -272,31 +272,39 @@ def _with_corpus(cache: Path) -> Path:
     return cache
 
 
+def _run_in_sandbox(runner: Path, module: Path, log_path: Path, timeout: int,
+                    too_long: str) -> dict[str, Any]:
+    """Run ``runner MODULE JOB_FOLDER`` in a process of its own, with a cache holding only a copy
+    of the corpus and ``timeout`` seconds; return the log it wrote at ``log_path`` (its
+    ``error`` says what went wrong), or ``{"error": ...}`` when it was stopped or wrote none."""
+    import subprocess
+
+    command = [sys.executable, str(runner), str(module), str(log_path.parent)]
+    with tempfile.TemporaryDirectory(prefix="grader-cache-") as cache, \
+            _kernel_env(_with_corpus(Path(cache)), SANDBOX_ENV):
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": too_long}
+    if not log_path.exists():
+        return {"error": f"the sandbox wrote no log: {done.stderr[-2000:]}"}
+    return json.loads(log_path.read_text())
+
+
 def run_sandboxed(method: Path, workdir: Path, requests: list[dict[str, Any]], *,
                   timeout: int = METHOD_TIMEOUT) -> dict[str, Any]:
     """Run the student's method on ``requests`` in a process of its own (``_run_method.py``),
     with a cache holding only a copy of the corpus, and ``timeout`` seconds; return its log,
     with ``models`` (one state dict per request) when it ran, or ``error`` saying why not."""
-    import subprocess
-
     import torch
 
     job_dir = workdir / "job"
     for stale in ("runs.json", "models.pt"):  # an earlier grading's, in a reused workdir
         (job_dir / stale).unlink(missing_ok=True)
     _write_job(job_dir, requests)
-    command = [sys.executable, str(RUNNER), str(method), str(job_dir)]
-    with tempfile.TemporaryDirectory(prefix="grader-cache-") as cache, \
-            _kernel_env(_with_corpus(Path(cache)), SANDBOX_ENV):
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return {"error": f"the method ran longer than {timeout} s on {len(requests)} "
-                             "requests and was stopped: it must be far cheaper than Retrain"}
-    log_path = job_dir / "runs.json"
-    if not log_path.exists():
-        return {"error": f"the sandbox wrote no log: {done.stderr[-2000:]}"}
-    log = json.loads(log_path.read_text())
+    log = _run_in_sandbox(RUNNER, method, job_dir / "runs.json", timeout,
+                          f"the method ran longer than {timeout} s on {len(requests)} requests "
+                          "and was stopped: it must be far cheaper than Retrain")
     if not log["error"]:
         log["models"] = torch.load(job_dir / "models.pt", weights_only=True)
     return log
@@ -514,7 +522,6 @@ def run_audit_sandboxed(module: Path, workdir: Path, request: dict[str, Any], *,
                         timeout: int = AUDIT_TIMEOUT) -> dict[str, Any]:
     """Run the student's audit on the grader's models in the sandbox; its log or ``error``."""
     import dataclasses
-    import subprocess
 
     import torch
 
@@ -530,17 +537,8 @@ def run_audit_sandboxed(module: Path, workdir: Path, request: dict[str, Any], *,
     (job_dir / "job.json").write_text(json.dumps({
         "size": GRADE_PARAMS["SIZE"], "recipe": recipe, "voice": request["voice"],
         "fresh": fresh, "threads": int(SANDBOX_ENV["OMP_NUM_THREADS"])}))
-    command = [sys.executable, str(AUDIT_RUNNER), str(module), str(job_dir)]
-    with tempfile.TemporaryDirectory(prefix="grader-cache-") as cache, \
-            _kernel_env(_with_corpus(Path(cache)), SANDBOX_ENV):
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return {"error": f"the audit ran longer than {timeout} s and was stopped"}
-    log_path = job_dir / "audit.json"
-    if not log_path.exists():
-        return {"error": f"the sandbox wrote no log: {done.stderr[-2000:]}"}
-    return json.loads(log_path.read_text())
+    return _run_in_sandbox(AUDIT_RUNNER, module, job_dir / "audit.json", timeout,
+                           f"the audit ran longer than {timeout} s and was stopped")
 
 
 def _finite_stats(log: dict[str, Any]) -> str:
