@@ -60,6 +60,11 @@ def _linear_problem(seed: int = 0) -> tuple[nn.Linear, data.Batches, data.Batche
     return model, forget, retain
 
 
+def _marked(y: torch.Tensor, forget: bool) -> S.Marked:
+    """``y`` as a mixed batch's labels with every clip marked forget (or retain)."""
+    return S.Marked(y, torch.full_like(y, forget, dtype=torch.bool))
+
+
 def _clips(batches: data.Batches) -> tuple[torch.Tensor, torch.Tensor]:
     """All (x, y) of a Batches, in index order."""
     return batches.x[batches.indices], batches.y[batches.indices]
@@ -222,11 +227,12 @@ def test_random_labels_never_train_on_the_true_label(one_epoch_calls):
     (_, loss_fn), = one_epoch_calls
     x, y = _clips(forget)
     sure = lambda labels: lambda inputs: 50.0 * F.one_hot(labels, N_CLASSES).float()  # noqa: E731
-    forget_losses = [loss_fn(sure(y[i : i + 1]), x[i : i + 1], -y[i : i + 1] - 1).item()
+    forget_losses = [loss_fn(sure(y[i : i + 1]), x[i : i + 1], _marked(y[i : i + 1], True)).item()
                      for i in range(N_FORGET) for _ in range(40)]
     assert min(forget_losses) > 49.0, "a forget clip was trained on its true label"
     xr, yr = _clips(retain)
-    assert loss_fn(sure(yr), xr, yr).item() < 1e-6, "retain clips keep their true labels"
+    assert loss_fn(sure(yr), xr, _marked(yr, False)).item() < 1e-6, (
+        "retain clips keep their true labels")
 
 
 def test_bad_teacher_pulls_forget_clips_to_the_random_teacher(one_epoch_calls):
@@ -241,8 +247,8 @@ def test_bad_teacher_pulls_forget_clips_to_the_random_teacher(one_epoch_calls):
     x_r, y_r = _clips(retain)
     with torch.no_grad():
         assert not torch.allclose(bad(x_f), original(x_f)), "the bad teacher is a new network"
-        got_f = loss_fn(student, x_f, -y_f - 1).double()
-        got_r = loss_fn(student, x_r, y_r).double()
+        got_f = loss_fn(student, x_f, _marked(y_f, True)).double()
+        got_r = loss_fn(student, x_r, _marked(y_r, False)).double()
         torch.testing.assert_close(got_f, _kl(student(x_f), bad(x_f), t))
         torch.testing.assert_close(got_r, _kl(student(x_r), original(x_r), t))
 
