@@ -73,31 +73,48 @@ class Shadows:
     def n(self) -> int:
         return len(self.keep)
 
+    @property
+    def spread(self) -> tuple[float, float]:
+        """(sd_in, sd_out): the within-clip standard deviations of the IN and the OUT scores,
+        pooled over the shadows' whole pool. Fitted once on the shadows, as Carlini et al. do,
+        so a clip's LiRA score never depends on which other clips are scored beside it."""
+        scores = self.scores[:, self.pool].numpy()
+        keep = self.keep[:, self.pool].numpy()
+        return _pooled_std(scores, keep), _pooled_std(scores, ~keep)
 
-def _keep_matrix(n_shadows: int, pool_size: int, seed: int) -> torch.Tensor:
-    """(S, P) bool with each clip IN for exactly half the shadows (Carlini et al.'s scheme):
-    every clip then has IN and OUT statistics, which random halves would not guarantee."""
+
+def _keep_matrix(n_shadows: int, pool_size: int, seed: int, n_in: int) -> torch.Tensor:
+    """(S, P) bool with each clip IN for exactly ``n_in`` shadows (Carlini et al.'s balanced
+    scheme, at the target's share of the pool): every clip has IN and OUT statistics, which
+    independent draws would not guarantee."""
     g = generator(seed)
     ranks = torch.rand(n_shadows, pool_size, generator=g).argsort(0).argsort(0)
-    return ranks < n_shadows // 2
+    return ranks < n_in
 
 
 def shadows(corpus: Corpus, recipe: train.TrainConfig, n: int = 8, seed: int = 0, *,
-            parts: Sequence[str] = ("train", "test"), cache: str | None = None) -> Shadows:
-    """Train ``n`` shadow models on random halves of the ``parts`` clips (cached per shadow).
+            parts: Sequence[str] = ("train", "test"), size: int | None = None,
+            cache: str | None = None) -> Shadows:
+    """Train ``n`` shadow models on random subsets of the ``parts`` clips (cached per shadow).
 
     The pool includes the test clips by default so that test clips, the reference non-members
     of an unlearning audit, also have IN statistics (the attacker owns the shadows; using data
     of the same distribution is the threat model of Carlini et al. 2022). Each shadow is trained
-    with the target's ``recipe`` on about half the pool: similar in size to the target's
-    training set. An interrupted run resumes at the first shadow not yet cached.
+    with the target's ``recipe`` on about ``size`` clips (default: as many as the target's
+    training set), so IN and OUT statistics are calibrated on models like the target: each clip
+    is IN for round(n * size / pool) shadows. An interrupted run resumes at the first shadow not
+    yet cached.
     """
-    if n < 2 or n % 2:
-        raise ValueError(f"n must be an even number >= 2 (half IN, half OUT), got {n}")
     pool = torch.cat([corpus.indices(p) for p in parts]).sort().values
-    keep_pool = _keep_matrix(n, len(pool), seed)
+    size = len(corpus.indices("train")) if size is None else size
+    n_in = round(n * size / max(len(pool), 1))
+    if n < 2 or not 1 <= n_in <= n - 1:
+        raise ValueError(f"{n} shadows with {size} of {len(pool)} pool clips each leave a clip "
+                         f"IN for {n_in} of them: every clip needs IN and OUT shadows; use more "
+                         "shadows or a larger pool (parts=...)")
+    keep_pool = _keep_matrix(n, len(pool), seed, n_in)
     key = fingerprint(corpus.key, corpus.task, tuple(corpus.x.shape[1:]), asdict(recipe), n,
-                      seed, list(parts), numerics(corpus.device))
+                      seed, list(parts), n_in, numerics(corpus.device))
     scores = []
     for s in progress(range(n), desc="shadow models"):
         def build(s: int = s) -> torch.Tensor:
@@ -129,8 +146,9 @@ def lira_scores(model: nn.Module, shadow: Shadows, corpus: Corpus, indices: torc
     """LiRA membership scores (N,) of clips ``indices`` for a target model: higher = member.
 
     Online: log N(phi; mu_in, sigma_in) - log N(phi; mu_out, sigma_out), with per-clip medians
-    of the IN and OUT shadows and pooled standard deviations. Offline (no IN shadows needed):
-    log Phi((phi - mu_out) / sigma_out), how far above the OUT distribution phi sits.
+    of the IN and OUT shadows and the standard deviations of :attr:`Shadows.spread` (fitted on
+    the whole pool, so a clip scores the same alone or beside others). Offline (no IN shadows
+    needed): log Phi((phi - mu_out) / sigma_out), how far above the OUT distribution phi sits.
     """
     idx = indices.cpu()
     phi = logit_confidence(model, corpus, indices).numpy()
@@ -139,12 +157,11 @@ def lira_scores(model: nn.Module, shadow: Shadows, corpus: Corpus, indices: torc
     if (out.sum(0) == 0).any() or (online and (keep.sum(0) == 0).any()):
         raise ValueError("some clips have no IN or no OUT shadow: audit clips from the shadows' "
                          "pool (parts=...), or use online=False for clips outside it")
+    sd_in, sd_out = shadow.spread
     mu_out = np.nanmedian(np.where(out, scores, np.nan), 0)
-    sd_out = _pooled_std(scores, out)
     if not online:
         return torch.special.log_ndtr(torch.from_numpy((phi - mu_out) / sd_out)).numpy()
     mu_in = np.nanmedian(np.where(keep, scores, np.nan), 0)
-    sd_in = _pooled_std(scores, keep)
     return _gaussian_logpdf(phi, mu_in, sd_in) - _gaussian_logpdf(phi, mu_out, sd_out)
 
 

@@ -66,10 +66,41 @@ def test_lira_separates_members_of_an_overfit_model(toy, toy_shadows):
     offline = audits.lira(target, toy_shadows, toy, members, non_members, online=False)
     assert online.auc > 0.9 and offline.auc > 0.9, (online.auc, offline.auc)
     assert online.tpr[0.05] > 0.5
-    # a model that never saw either set: the attack must not call the "members" members
+
+
+def test_lira_calls_nothing_a_member_on_a_model_that_saw_neither_set(toy, toy_shadows):
+    """A model trained on the val clips only: train and test clips are both unseen, so the AUC
+    is 0.5 up to the binomial noise of the two set sizes (two standard errors of the AUC under
+    the null, Hanley and McNeil: sqrt((n1 + n2 + 1) / (12 n1 n2)))."""
     stranger = train.train_on(toy, toy.indices("val"), TOY_RECIPE, seed=1).model
+    members, non_members = toy.indices("train"), toy.indices("test")
     blind = audits.lira(stranger, toy_shadows, toy, members, non_members)
-    assert abs(blind.auc - 0.5) < 0.2, blind.auc
+    n1, n2 = len(members), len(non_members)
+    assert abs(blind.auc - 0.5) <= 2 * math.sqrt((n1 + n2 + 1) / (12 * n1 * n2)), blind.auc
+
+
+def test_a_clips_lira_score_does_not_depend_on_its_companions(toy, toy_shadows):
+    """One scoring function for every clip: the variances come from the shadows' pool, not
+    from whichever clips are passed in (a clip scored alone once got 64.7, beside 50 others
+    0.90)."""
+    target = train.train_on(toy, toy.indices("train"), TOY_RECIPE, seed=0).model
+    clips = torch.cat([toy.indices("train")[:5], toy.indices("test")[:5]])
+    together = audits.lira_scores(target, toy_shadows, toy, clips)
+    alone = [audits.lira_scores(target, toy_shadows, toy, clips[i : i + 1])[0]
+             for i in range(len(clips))]
+    np.testing.assert_allclose(alone, together, rtol=1e-4, atol=1e-4)  # float32 batches
+    members_only = audits.lira_scores(target, toy_shadows, toy, toy.indices("train"))
+    np.testing.assert_allclose(members_only[:5], together[:5], rtol=1e-4, atol=1e-4)
+
+
+def test_shadows_train_on_as_many_clips_as_the_target():
+    """A target trained on 120 of a 160-clip pool: each clip is IN for 6 of 8 shadows, so a
+    shadow trains on about 120 clips (Carlini et al.'s halves would give 80)."""
+    corpus = _toy(n=(120, 20, 40), seed=3)
+    shadow = audits.shadows(corpus, TOY_RECIPE, n=8, seed=0)
+    pool = torch.cat([corpus.indices("train"), corpus.indices("test")])
+    assert (shadow.keep[:, pool].sum(0) == 6).all()
+    assert shadow.keep[:, pool].sum(1).float().mean().item() == pytest.approx(120)
 
 
 def test_lira_rejects_clips_without_shadow_statistics(toy, toy_shadows):
@@ -78,8 +109,8 @@ def test_lira_rejects_clips_without_shadow_statistics(toy, toy_shadows):
         audits.lira_scores(model, toy_shadows, toy, toy.indices("val"))
     assert np.isfinite(audits.lira_scores(model, toy_shadows, toy, toy.indices("val"),
                                           online=False)).all()
-    with pytest.raises(ValueError, match="even number"):
-        audits.shadows(toy, TOY_RECIPE, n=3)
+    with pytest.raises(ValueError, match="IN and OUT shadows"):
+        audits.shadows(toy, TOY_RECIPE, n=1)
 
 
 def test_tpr_at_fpr_counts_members_above_the_non_member_quantile():
