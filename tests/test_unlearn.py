@@ -82,7 +82,8 @@ def test_method_contract(name, tiny_original, class_split, original_scores, clas
 
 def test_retrain_is_train_on_retain_bitwise(tiny_original, class_split, class_runs):
     out = class_runs("retrain")  # Retrain trains with the recipe's batch size, whatever run's
-    direct = train.train_on(class_split.corpus, class_split.retain, tiny_original.recipe, 0)
+    direct = train.train_on(class_split.corpus, class_split.retain, tiny_original.recipe,
+                            unlearn.methods.RETRAIN_STREAM)
     assert _same(_state(out.model), _state(direct.model))
 
 

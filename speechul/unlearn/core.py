@@ -35,8 +35,9 @@ Method = Callable[..., nn.Module]
 METHODS: dict[str, Method] = {}
 
 #: Keyword arguments :func:`run` supplies itself when a method declares them (never user-set):
-#: ``recipe`` (the original's TrainConfig), ``seed`` and ``n_classes``.
-INJECTED = ("recipe", "seed", "n_classes")
+#: ``recipe`` (the original's TrainConfig), ``seed``, ``n_classes`` and ``unseen``
+#: (:func:`unseen`: clips like the forget set that no model trained on).
+INJECTED = ("recipe", "seed", "n_classes", "unseen")
 
 # Hyper-parameters that must be strictly positive whichever method declares them.
 _POSITIVE = ("lr", "epochs", "steps", "temperature")
@@ -191,6 +192,16 @@ def _bind(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
     return bound
 
 
+def unseen(split: Split, batch_size: int) -> Batches:
+    """Validation clips like the request's forget set, which no model trained on: those of the
+    forgotten classes or speakers for a class request, all of them for a sample request."""
+    held = split.forgotten_val if split.forgotten_val is not None else split.val
+    if len(held) == 0:
+        raise ValueError(f"the {split.kind} request has no validation clips like its forget set; "
+                         "a method that needs unseen clips (scrub_r) cannot run on it")
+    return Batches(split.corpus.x, split.corpus.y, held, batch_size, shuffle=False)
+
+
 def _stream_seed(seed: int, name: str) -> int:
     """Independent, repeatable batch orders for the forget and retain streams of one seed."""
     return int(fingerprint(seed, name), 16) % 2**62
@@ -279,8 +290,9 @@ def run(method: str, original: train.Trained, split: Split, *, seed: int = 0,
     _check_outputs(original.model, split)
     forget, retain = (Batches(corpus.x, corpus.y, split.subset(name), batch_size,
                               seed=_stream_seed(seed, name)) for name in ("forget", "retain"))
-    given = {"recipe": original.recipe, "seed": seed, "n_classes": corpus.n_classes}
-    injected = {k: v for k, v in given.items() if k in _keyword_only(fn)}
+    given = {"recipe": lambda: original.recipe, "seed": lambda: seed,
+             "n_classes": lambda: corpus.n_classes, "unseen": lambda: unseen(split, batch_size)}
+    injected = {k: make() for k, make in given.items() if k in _keyword_only(fn)}
     model = copy.deepcopy(original.model)
     seed_everything(seed)
     reason = None
