@@ -302,8 +302,9 @@ def salun(model: nn.Module, forget: Batches, retain: Batches, *, fraction: float
                     mask=mask, labels=labels, desc="salun")
 
 
-#: l1_sparse's default penalty, chosen on validation clips (BENCHMARKS.md, "l1-sparse"): the
-#: strongest of 0.01-0.3 whose summed gap over both tuning requests stays within noise of 0.
+#: l1_sparse's default penalty, chosen on validation clips (benchmarks/tune_l1.py; the record is
+#: benchmarks/HISTORY.md): the strongest of 0.01-0.3 whose summed gap over both tuning requests
+#: stays within noise of fine-tuning's.
 L1_DEFAULT = 0.1
 
 
