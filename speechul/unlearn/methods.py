@@ -35,8 +35,7 @@ from . import _shared as S
 from .core import register
 
 __all__ = ["retrain", "finetune", "gradient_ascent", "neggrad_plus", "random_labels",
-           "bad_teacher", "scrub", "scrub_r", "salun", "l1_sparse", "ssd", "eu_k",
-           "RETRAIN_STREAM"]
+           "bad_teacher", "scrub", "scrub_r", "salun", "l1_sparse", "ssd", "eu_k"]
 
 #: Retrain of seed s starts from the initial weights and batch order of seed
 #: ``s + RETRAIN_STREAM``: at every seed an independent draw, never the original's own start
