@@ -106,7 +106,7 @@ class EmbeddingHead(nn.Module):
     frozen encoder's embedding is what unlearning a head cannot change.
     """
 
-    def __init__(self, n_classes: int, width: int = 768, dropout: float = 0.1) -> None:
+    def __init__(self, n_classes: int, width: int = 768, dropout: float = 0.0) -> None:
         super().__init__()
         if n_classes < 2:
             raise ValueError(f"a classifier needs at least 2 classes, got {n_classes}")
