@@ -193,8 +193,8 @@ def _check_speakers(chapter: str, dataset: str, options: Mapping[str, Any], size
 def check(chapter: str, dataset: str, data_options: Mapping[str, Any] | None = None,
           arch: str = "cnn", *, tasks: Sequence[str] = ("keyword",), size: str = "default",
           speakers: Sequence[str | int] = (), forgets_speakers: bool = False,
-          archs: Sequence[str] = tuple(ARCHS),
-          corpora: Sequence[str] | None = None) -> ChapterSetting:
+          archs: Sequence[str] = tuple(ARCHS), corpora: Sequence[str] | None = None,
+          uses_data_options: bool = True) -> ChapterSetting:
     """Refuse, at a chapter's top, a setting it cannot run; else the checked setting.
 
     Args:
@@ -208,6 +208,8 @@ def check(chapter: str, dataset: str, data_options: Mapping[str, Any] | None = N
             have clips in every part, as ``"speaker"`` in ``tasks`` requires).
         archs: the ``ARCH`` values its code builds a recipe for.
         corpora: the only datasets it runs on (``None``: any with its tasks).
+        uses_data_options: its code passes ``DATA_OPTIONS`` to its loads (else any option
+            is refused: it would be silently ignored).
 
     Raises:
         SettingRefused: with what is wrong and what to use instead.
@@ -218,6 +220,12 @@ def check(chapter: str, dataset: str, data_options: Mapping[str, Any] | None = N
         raise _refuse(chapter, f"it is about {' and '.join(map(repr, corpora))}, not "
                       f"DATASET={dataset!r}", "Run it as it is (the parameter files skip it).")
     _check_arch(chapter, arch, archs)
+    if data_options and not uses_data_options:
+        raise _refuse(chapter, f"its code does not pass DATA_OPTIONS to su.data.load yet, so "
+                      f"{sorted(data_options)} would be ignored", "Leave DATA_OPTIONS = {}: "
+                      "the corpus is read where the loader looks by default ($SPEECHUL_DATA, "
+                      "else <cache>/datasets, where chapter 2 downloads it), with its default "
+                      "parts (so no speaker task on Speech Commands).")
     options = _options(chapter, dataset, data_options, arch)
     _check_tasks(chapter, dataset, options, tasks, forgets_speakers)
     wanted = [s for s in speakers if s is not None]

@@ -84,6 +84,9 @@ def test_options_a_corpus_does_not_take_are_named(trees):
         cs.check("Chapter 2", "speechcommands", {"part": "per_speaker"})
     with pytest.raises(cs.SettingRefused, match="unknown DATASET"):
         cs.check("Chapter 2", "speech_commands")
+    with pytest.raises(cs.SettingRefused, match="does not pass DATA_OPTIONS.*would be ignored"):
+        cs.check("Chapter 4", "speechcommands", {"download": True}, uses_data_options=False)
+    cs.check("Chapter 4", "speechcommands", {}, uses_data_options=False)
     with pytest.raises(cs.SettingRefused, match="it is about 'embedded'"):
         cs.check("Chapter 1", "speechcommands", corpora=("embedded",))
 
