@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--out is required (a folder for the executed notebooks)")
     try:
         chosen = select(chapters, args.only)
-        params = load_params(args.params, chosen)
+        params = load_params(args.params, chapters)  # a file's other chapters are not unknown
     except (KeyError, ValueError) as err:
         parser.error(str(err))
     outcomes = run_all(chosen, args.out, params, args.cell_timeout, args.quiet, args.solutions)

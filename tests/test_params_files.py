@@ -92,6 +92,10 @@ def test_a_skipped_chapter_is_reported_not_run(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "skipped" in out and "(no synthesis on a real corpus)" in out
     assert "0/0 chapters ran" in out and not (tmp_path / "out" / "01_data.ipynb").exists()
+    # a file's blocks for chapters not chosen with --only are not "unknown chapters"
+    table.write_text("01_data: {skip: 'no synthesis'}\n02_training: {SIZE: tiny}\n")
+    assert runner.main(["--params", str(table), "--out", str(tmp_path / "out"), "--only", "01",
+                        "--quiet"]) == 0
 
 
 def test_a_setting_is_named_by_its_file_stem():
