@@ -38,7 +38,7 @@ CORPUS_TASKS: dict[str, tuple[str, ...]] = {
 #: ``DATA_OPTIONS`` keys of the real corpora: their loader's arguments (``speechul.datasets``).
 _REAL = {"speechcommands": "speech_commands", "librispeech": "librispeech",
          "voxceleb1": "voxceleb1"}
-#: A forgotten speaker needs this many clips: at least one to forget and unseen ones to test.
+#: A forgotten speaker needs at least this many clips: one per part (to forget, to tune, to test).
 MIN_SPEAKER_CLIPS = 3
 
 
@@ -157,42 +157,50 @@ def _check_tasks(chapter: str, dataset: str, options: Mapping[str, Any],
                       "speechcommands.yaml does).")
 
 
-def _speaker_counts(dataset: str, options: Mapping[str, Any],
-                    size: str) -> tuple[tuple[str, ...], Counter]:
-    """Speaker names and (speaker id, part) clip counts, from the source (no features)."""
+def _counts(dataset: str, options: Mapping[str, Any], size: str,
+            task: str) -> tuple[tuple[str, ...], Counter]:
+    """``task``'s class names and (class id, part) clip counts, from the source: the labels
+    only, no features (the loaders list files; the embedded corpus comes from its cache)."""
     loader_options = {k: v for k, v in options.items() if k != "features"}
     source = LOADERS[dataset](size=size, **loader_options)
-    names = source.names["speaker"]
-    pairs = zip(source.labels["speaker"].tolist(), source.part.tolist(), strict=True)
-    return names, Counter(pairs)
+    pairs = zip(source.labels[task].tolist(), source.part.tolist(), strict=True)
+    return source.names[task], Counter(pairs)
 
 
-def _check_speakers(chapter: str, dataset: str, options: Mapping[str, Any], size: str,
-                    speakers: Sequence[str | int]) -> None:
-    """Each forgotten speaker exists, has training clips and at least MIN_SPEAKER_CLIPS."""
-    names, counts = _speaker_counts(dataset, options, size)
-    real = [i for i, n in enumerate(names) if not n.startswith("_")]
-    ranked = sorted(real, key=lambda i: -counts[(i, 0)])[:5]
-    suggest = ", ".join(f"{names[i]!r} ({counts[(i, 0)]} training clips)" for i in ranked)
-    for wanted in speakers:
-        if isinstance(wanted, int) and not isinstance(wanted, bool) and 0 <= wanted < len(names):
-            sid = wanted
-        elif isinstance(wanted, str) and wanted in names:
-            sid = names.index(wanted)
+def _check_forgotten(chapter: str, dataset: str, options: Mapping[str, Any], size: str,
+                     task: str, wanted: Sequence[str | int]) -> None:
+    """Each forgotten class of ``task`` exists and has clips in every part: training clips to
+    forget, validation and test clips to measure what forgetting did (without them a chapter's
+    "forgotten test accuracy" is NaN, and its plot fails)."""
+    names, counts = _counts(dataset, options, size, task)
+    usable = [i for i, n in enumerate(names) if not n.startswith("_")
+              and min(counts[(i, p)] for p in range(len(PARTS))) > 0]
+    ranked = sorted(usable, key=lambda i: -counts[(i, 0)])[:5]
+    suggest = (", ".join(f"{names[i]!r} ({'/'.join(str(counts[(i, p)]) for p in range(3))})"
+                         for i in ranked) or "none has clips in every part here (a larger SIZE "
+               "or per-speaker parts may help)")
+    for item in wanted:
+        if isinstance(item, int) and not isinstance(item, bool) and 0 <= item < len(names):
+            cid = item
+        elif isinstance(item, str) and item in names:
+            cid = names.index(item)
         else:
-            raise _refuse(chapter, f"speaker {wanted!r} is not in {dataset!r} (ids 0.."
-                          f"{len(names) - 1})", f"Speakers with the most clips: {suggest}.")
-        per_part = [counts[(sid, p)] for p in range(len(PARTS))]
-        if per_part[0] == 0 or sum(per_part) < MIN_SPEAKER_CLIPS:
+            raise _refuse(chapter, f"{task} {item!r} is not in {dataset!r} (ids 0.."
+                          f"{len(names) - 1})", f"Those with the most clips "
+                          f"(train/val/test): {suggest}.")
+        per_part = [counts[(cid, p)] for p in range(len(PARTS))]
+        if min(per_part) == 0:
             shown = ", ".join(f"{p} {n}" for p, n in zip(PARTS, per_part, strict=True))
-            raise _refuse(chapter, f"speaker {wanted!r} ({names[sid]!r}) has {shown} clips: "
-                          f"forgetting a speaker needs training clips and at least "
-                          f"{MIN_SPEAKER_CLIPS} in all", f"Pick another, e.g. {suggest}.")
+            raise _refuse(chapter, f"{task} {item!r} ({names[cid]!r}) has {shown} clips: "
+                          "forgetting it needs clips in every part (training clips to forget, "
+                          f"validation and test clips to measure)", f"Pick another, e.g. "
+                          f"(train/val/test) {suggest}.")
 
 
 def check(chapter: str, dataset: str, data_options: Mapping[str, Any] | None = None,
           arch: str = "cnn", *, tasks: Sequence[str] = ("keyword",), size: str = "default",
-          speakers: Sequence[str | int] = (), forgets_speakers: bool = False,
+          speakers: Sequence[str | int] = (), keywords: Sequence[str | int] = (),
+          forgets_speakers: bool = False,
           archs: Sequence[str] = tuple(ARCHS), corpora: Sequence[str] | None = None,
           uses_data_options: bool = True) -> ChapterSetting:
     """Refuse, at a chapter's top, a setting it cannot run; else the checked setting.
@@ -202,8 +210,9 @@ def check(chapter: str, dataset: str, data_options: Mapping[str, Any] | None = N
         dataset, data_options, arch: the chapter's ``DATASET``, ``DATA_OPTIONS``, ``ARCH``.
         tasks: the tasks its models classify (a corpus must have them).
         size: the chapter's ``SIZE`` (caps a real corpus), used to look speakers up.
-        speakers: speakers it forgets (names or ids): each needs training clips and at least
-            ``MIN_SPEAKER_CLIPS`` clips (the corpus's labels are read; no features computed).
+        speakers, keywords: the speakers and words it forgets (names or ids, ``None`` for
+            one the chapter picks itself): each needs clips in every part, so at least
+            ``MIN_SPEAKER_CLIPS`` (the corpus's labels are read; no features computed).
         forgets_speakers: it forgets a speaker from a keyword model (so every speaker must
             have clips in every part, as ``"speaker"`` in ``tasks`` requires).
         archs: the ``ARCH`` values its code builds a recipe for.
@@ -228,7 +237,8 @@ def check(chapter: str, dataset: str, data_options: Mapping[str, Any] | None = N
                       "parts (so no speaker task on Speech Commands).")
     options = _options(chapter, dataset, data_options, arch)
     _check_tasks(chapter, dataset, options, tasks, forgets_speakers)
-    wanted = [s for s in speakers if s is not None]
-    if wanted:
-        _check_speakers(chapter, dataset, options, size, wanted)
+    for task, wanted in (("speaker", speakers), ("keyword", keywords)):
+        wanted = [w for w in wanted if w is not None]
+        if wanted:
+            _check_forgotten(chapter, dataset, options, size, task, wanted)
     return ChapterSetting(dataset, options, arch)

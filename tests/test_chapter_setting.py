@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_datasets import SC_SPEAKERS, VAL_SPEAKER, make_librispeech, make_speech_commands
+from test_datasets import VAL_SPEAKER, make_librispeech, make_speech_commands
 
 from speechul import chapter_setting as cs
 from speechul import train
@@ -61,13 +61,13 @@ def test_a_forgotten_speaker_needs_training_clips(trees):
     with pytest.raises(cs.SettingRefused, match=f"'{VAL_SPEAKER}'.* train 0") as err:
         cs.check("Chapter 6", "speechcommands", options, tasks=("keyword",),
                  speakers=[VAL_SPEAKER])
-    assert repr(SC_SPEAKERS[0]) in str(err.value), "it suggests speakers that have clips"
+    assert "per-speaker parts may help" in str(err.value), "official parts: no speaker qualifies"
     cs.check("Chapter 6", "speechcommands", {**options, **PER_SPEAKER}, tasks=("keyword",),
              speakers=[VAL_SPEAKER], forgets_speakers=True)
 
 
 def test_a_speaker_with_too_few_clips_or_unknown_is_refused(trees):
-    with pytest.raises(cs.SettingRefused, match="at least 3 in all"):
+    with pytest.raises(cs.SettingRefused, match="needs clips in every part"):
         cs.check("Chapter 5", "librispeech", {"root": str(trees / "two")}, tasks=("speaker",),
                  speakers=["7"])
     with pytest.raises(cs.SettingRefused, match="speaker 99 is not in 'librispeech'"):
@@ -108,3 +108,14 @@ def test_arch_sets_features_and_recipe(monkeypatch):
     tuned = cs.check("Chapter 2", "embedded", {}, "hubert-ft")
     assert tuned.recipe().arch == "hubert-ft" and tuned.recipe().lr == 5e-5
     assert tuned.data_options["features"] == {"kind": "waveform"}
+
+
+def test_a_forgotten_word_needs_clips_in_every_part(trees):
+    options = {"root": str(trees)}  # official parts: every word has clips in every part
+    cs.check("Chapter 5", "speechcommands", options, keywords=["yes"])
+    with pytest.raises(cs.SettingRefused, match="keyword 'maybe' is not in"):
+        cs.check("Chapter 5", "speechcommands", options, keywords=["maybe"])
+    # the fixture's per-speaker parts: 72 clips, 10 % test, so some word has no test clip
+    with pytest.raises(cs.SettingRefused, match="keyword .* test 0 clips"):
+        cs.check("Chapter 5", "speechcommands", {**options, **PER_SPEAKER},
+                 tasks=("keyword", "speaker"), keywords=list(range(12)))

@@ -41,6 +41,27 @@ def _cells(chapter: Path) -> tuple[str, str]:
     return cells[at].source, cells[at + 1].source
 
 
+def _fixture_classes(names: dict) -> None:
+    """The word and speaker a chapter forgets, replaced by ones the small fixture tree has in
+    every part (what the check's message tells a reader to do); a real corpus has thousands."""
+    if names.get("DATASET") == "embedded":
+        return
+    options = {k: v for k, v in names.get("DATA_OPTIONS", {}).items() if k != "features"}
+    for task, params in (("keyword", ("KEYWORD",)), ("speaker", ("VOICE",))):
+        if task not in chapter_setting.CORPUS_TASKS[names["DATASET"]]:
+            continue
+        labels, counts = chapter_setting._counts(names["DATASET"], options, "tiny", task)
+        usable = next((n for i, n in enumerate(labels) if not n.startswith("_")
+                       and min(counts[(i, p)] for p in range(3)) > 0), None)
+        if usable is None:  # official parts: no speaker has clips in every part
+            continue
+        for param in params:
+            if param in names:
+                names[param] = usable
+        if names.get("TASK") == task and "FORGET_CLASS" in names:
+            names["FORGET_CLASS"] = usable
+
+
 def test_the_setting_files_exist():
     assert {f.stem for f in SETTINGS} >= {"speechcommands", "librispeech", "voxceleb1", "paper"}
 
@@ -74,6 +95,7 @@ def test_skips_are_exactly_what_the_chapters_refuse(path, data_root, monkeypatch
         assert "chapter_setting.check(" in check, f"{chapter.stem}: no check after parameters"
         names.update({k: v for k, v in given.items() if k in names})
         names["SIZE"] = "tiny"  # the fixture trees are small; the check reads labels only
+        _fixture_classes(names)
         if skip:
             with pytest.raises(chapter_setting.SettingRefused):
                 exec(check, names)  # noqa: S102
