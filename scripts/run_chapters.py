@@ -13,14 +13,18 @@ Parameters (``--params``):
 * ``ci``: each chapter's front matter ``speechul: ci:`` (small, < 3 min each on 2 CPU cores);
 * ``default``: the values in the chapters' ``parameters`` cells (the book's own run);
 * a YAML file mapping a chapter stem to its parameters, plus an optional ``default:`` block that
-  applies to every chapter; a block may hold ``ci: true`` to start from the front matter.
-  Only names a chapter declares in its parameters cell are injected. Example:
-  ``book/params/ci.yaml`` (``--write-params`` regenerates it from the front matter).
+  applies to every chapter; a block may hold ``ci: true`` to start from the front matter, and
+  ``skip: REASON`` for a chapter the setting cannot run (it is reported as skipped with the
+  reason, not executed and not failed). Only names a chapter declares in its parameters cell
+  are injected. Example: ``book/params/ci.yaml`` (``--write-params`` regenerates it from the
+  front matter);
+* the name of a file in ``book/params/`` without ``.yaml``: one reader setting
+  (``speechcommands``, ``librispeech``, ``voxceleb1``, ``paper``).
 
 Usage::
 
     python scripts/run_chapters.py --params ci --out _build/chapters
-    python scripts/run_chapters.py --params book/params/gpu.yaml --out runs/gpu --only 04 08
+    python scripts/run_chapters.py --params speechcommands --out runs/sc --only 02 03 04
     python scripts/run_chapters.py --params ci --out _build/chapters --solutions
     python scripts/run_chapters.py --write-params book/params/ci.yaml
 
@@ -57,6 +61,8 @@ _spec.loader.exec_module(notebooks)
 # budget; chapter 4's grid is one cell and takes ~10 min on a slow 2-core machine.
 CELL_TIMEOUT = float(notebooks.config(ROOT)["execute"]["timeout"])
 SOLUTION_TAG = "solution"  # the cells --solutions appends
+PARAMS_DIR = ROOT / "book" / "params"  # one YAML per reader setting, named by --params NAME
+SKIP = "skip"  # a parameter block's key: the reason the setting cannot run that chapter
 CI_TIMEOUT = 300  # seconds for one chapter's CI run (3 min budget on 2 cores, with margin)
 # Kernels inherit these: quiet progress bars, inline figures (an outer MPLBACKEND=Agg would drop
 # them).
@@ -68,7 +74,8 @@ KERNEL_DEFAULTS = {"OMP_NUM_THREADS": "2", "SPEECHUL_CLAIMS": "strict"}
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one chapter ran: ``status`` is ``ok`` or ``failed``; ``error`` its last line."""
+    """How one chapter ran: ``status`` is ``ok``, ``failed`` or ``skipped``; ``error`` the
+    failure's last line or the reason for the skip."""
 
     chapter: str
     status: str
@@ -100,8 +107,12 @@ def load_params(spec: str, chapters: list[Path]) -> dict[str, dict]:
     if spec == "default":
         return {c.stem: {} for c in chapters}
     path = Path(spec)
+    if not path.exists() and (PARAMS_DIR / f"{spec}.yaml").is_file():
+        path = PARAMS_DIR / f"{spec}.yaml"
     if not path.exists():
-        raise ValueError(f"--params must be 'ci', 'default' or an existing YAML file, got {spec!r}")
+        named = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
+        raise ValueError(f"--params must be 'ci', 'default', one of {named} (book/params/) or "
+                         f"an existing YAML file, got {spec!r}")
     table = yaml.safe_load(path.read_text()) or {}
     stems = {c.stem for c in chapters}
     unknown = sorted(set(table) - stems - {"default"})
@@ -224,12 +235,16 @@ def run_all(chapters: list[Path], out: Path, params: dict[str, dict],
     """Execute ``chapters`` one after the other (a progress bar), then write the summary."""
     from tqdm import tqdm
 
+    out.mkdir(parents=True, exist_ok=True)
     outcomes = []
     bar = tqdm(chapters, desc="chapters", unit="chapter", disable=quiet or None)
     for chapter in bar:
         bar.set_postfix_str(chapter.stem)
-        outcomes.append(execute(chapter, out, params.get(chapter.stem, {}), cell_timeout,
-                                solutions))
+        given = params.get(chapter.stem, {})
+        if given.get(SKIP):
+            outcomes.append(Outcome(chapter.stem, "skipped", 0.0, given, str(given[SKIP])))
+            continue
+        outcomes.append(execute(chapter, out, given, cell_timeout, solutions))
     (out / "summary.json").write_text(json.dumps([asdict(o) for o in outcomes], indent=1) + "\n")
     return outcomes
 
@@ -238,11 +253,15 @@ def table(outcomes: list[Outcome]) -> str:
     """A plain-text summary: one line per chapter, failures with their last error line."""
     lines = [f"{'chapter':<24} {'status':<7} {'seconds':>8}  load   error"]
     for o in outcomes:
+        why = f"({o.error})" if o.status == "skipped" else o.error
         lines.append(f"{o.chapter:<24} {o.status:<7} {o.seconds:>8.1f}  "
-                     f"{o.load_average[0]:<5.2f}  {o.error}")
-    failed = [o.chapter for o in outcomes if o.status != "ok"]
+                     f"{o.load_average[0]:<5.2f}  {why}")
+    failed = [o.chapter for o in outcomes if o.status == "failed"]
+    skipped = [o.chapter for o in outcomes if o.status == "skipped"]
     total = sum(o.seconds for o in outcomes)
-    lines.append(f"{len(outcomes) - len(failed)}/{len(outcomes)} chapters ran in {total:.0f} s"
+    ran = len(outcomes) - len(skipped)
+    lines.append(f"{ran - len(failed)}/{ran} chapters ran in {total:.0f} s"
+                 + (f"; skipped: {', '.join(skipped)}" if skipped else "")
                  + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return "\n".join(lines)
 
@@ -271,12 +290,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--out is required (a folder for the executed notebooks)")
     try:
         chosen = select(chapters, args.only)
-        params = load_params(args.params, chosen)
+        params = load_params(args.params, chapters)  # a file's other chapters are not unknown
     except (KeyError, ValueError) as err:
         parser.error(str(err))
     outcomes = run_all(chosen, args.out, params, args.cell_timeout, args.quiet, args.solutions)
     print(table(outcomes))
-    return 1 if any(o.status != "ok" for o in outcomes) else 0
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from types import ModuleType
 
 from . import (
     audits,
+    chapter_setting,
     claims,
     cost,
     data,
@@ -43,8 +44,9 @@ __version__ = "0.1.0"
 #: Submodules that pull in matplotlib, IPython or ipywidgets: imported on first attribute use.
 _LAZY = ("plots", "widgets")
 
-__all__ = ["audits", "claims", "cost", "data", "digits", "experiments", "features", "metrics",
-           "models", "noise", "plots", "probes", "runners", "sisa", "synth", "tables", "train",
+__all__ = ["audits", "chapter_setting", "claims", "cost", "data", "digits", "experiments",
+           "features", "metrics", "models", "noise", "plots", "probes", "runners", "sisa", "synth",
+           "tables", "train",
            "unlearn", "widgets", "default_device", "evaluate", "keep_freed_memory",
            "seed_everything"]
 

@@ -181,6 +181,12 @@ class SSLClassifier(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled encoder embedding: (B, 1, samples) or (B, samples) -> (B, D)."""
+        if x.ndim == 4 or (x.ndim == 3 and x.shape[1] != 1) or x.ndim < 2:
+            raise ValueError(
+                f"{type(self).__name__} ({self.bundle}) reads raw 16 kHz waveforms (B, 1, "
+                f"samples), got {tuple(x.shape)} (log-mels are (B, 1, n_mels, frames)): load "
+                "the corpus with features={'kind': 'waveform'} (ARCH='wav2vec2-ft' in a chapter "
+                "does), or use cached embeddings and a head (ARCH='wav2vec2')")
         waves = x.flatten(1) if x.ndim == 3 else x
         layers = self._layers(waves)
         if self.layer_weights is None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from . import digits, synth
+from . import digits, encoder_features, synth
 from . import features as feats
 from ._runtime import default_device
 from .corpus import Corpus, Source
@@ -96,13 +96,15 @@ def _inputs(name: str, source: Source, features: feats.FeatureConfig,
     if source.sample_rate != features.sample_rate:
         raise ValueError(f"dataset {name!r} has {source.sample_rate} Hz audio but the features "
                          f"expect {features.sample_rate} Hz")
-    return feats.logmel(source.load_waves, len(source.part), source.key, features, cache=cache,
-                        device=device)
+    compute = encoder_features.extract if features.kind == "encoder" else feats.logmel
+    return compute(source.load_waves, len(source.part), source.key, features, cache=cache,
+                   device=device)
 
 
 def load(name: str = "embedded", task: str | None = None, *,
          device: str | torch.device | None = None, cache: str | os.PathLike | None = None,
-         features: feats.FeatureConfig = feats.FeatureConfig(), **kwargs: object) -> Corpus:
+         features: feats.FeatureConfig | dict | str = feats.FeatureConfig(),
+         **kwargs: object) -> Corpus:
     """Load a corpus by name with cached log-mel features on ``device``.
 
     Args:
@@ -111,11 +113,14 @@ def load(name: str = "embedded", task: str | None = None, *,
             corpus's first task, ``"keyword"`` where it has keywords).
         device: where features live (default: CUDA when present, else CPU).
         cache: cache folder (default ``$SPEECHUL_CACHE`` or ``data/cache``).
-        features: log-mel settings.
+        features: log-mel settings, or another kind (``FeatureConfig.coerce``: a mapping such
+            as ``{"kind": "encoder", "encoder": "WAV2VEC2_BASE"}`` from a parameter file, or
+            the text a setting's JSON round trip makes of a config).
         **kwargs: passed to the loader, e.g. ``size="tiny"`` for the embedded corpus.
     """
     if name not in LOADERS:
         raise ValueError(f"unknown dataset {name!r}; known: {sorted(LOADERS)}")
+    features = feats.FeatureConfig.coerce(features)
     check_loader(name, LOADERS[name], {"cache": cache, **kwargs})
     source = LOADERS[name](cache=cache, **kwargs)
     device = default_device(device)

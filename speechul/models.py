@@ -18,7 +18,7 @@ from torch import nn
 
 from . import encoders
 
-__all__ = ["SmallCNN", "GlobalPool", "MODELS", "build"]
+__all__ = ["SmallCNN", "GlobalPool", "EmbeddingHead", "MODELS", "build"]
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -94,11 +94,47 @@ class SmallCNN(nn.Module):
         return self.head(self.dropout(self.embed(x)))
 
 
+class EmbeddingHead(nn.Module):
+    """A linear head on a frozen encoder's cached embeddings (``FeatureConfig(kind="encoder")``).
+
+    With the embeddings of :mod:`speechul.encoder_features` this computes what
+    ``SSLClassifier(freeze=True)`` computes on waveforms, without running the encoder every
+    epoch. ``width`` is the embedding width it reads (768 for the base encoders): the recipe's
+    ``width`` field, so the checkpoint cache tells heads of different encoders apart.
+
+    Input (B, 1, width) or (B, width); output (B, n_classes). ``embed`` is the input itself: a
+    frozen encoder's embedding is what unlearning a head cannot change.
+    """
+
+    def __init__(self, n_classes: int, width: int = 768, dropout: float = 0.0) -> None:
+        super().__init__()
+        if n_classes < 2:
+            raise ValueError(f"a classifier needs at least 2 classes, got {n_classes}")
+        self.embedding_dim = width
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(width, n_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, width) or (B, width) embeddings -> (B, width), after checking the shape."""
+        flat = x.flatten(1)
+        if x.ndim > 3 or flat.shape[1] != self.embedding_dim:
+            raise ValueError(
+                f"EmbeddingHead(width={self.embedding_dim}) reads (B, 1, {self.embedding_dim}) "
+                f"encoder embeddings, got {tuple(x.shape)}: load the corpus with "
+                "features={'kind': 'encoder', 'encoder': ...} and set TrainConfig(width=) to "
+                "the encoder's embedding width (su.chapter_setting does both from ARCH)")
+        return flat
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.embed(x)))
+
+
 # Pretrained speech encoders with a small head (speechul.encoders): "-ft" fine-tunes the encoder
 # end to end (use a learning rate near 5e-5), the plain name freezes it and trains the head only.
 # Their weights come from torch hub on first use; offline, building one says what to download.
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "cnn": SmallCNN,
+    "head": EmbeddingHead,  # on cached frozen-encoder embeddings (features kind "encoder")
     "wav2vec2": encoders.constructor("WAV2VEC2_BASE"),
     "wav2vec2-ft": encoders.constructor("WAV2VEC2_BASE", freeze=False),
     "hubert": encoders.constructor("HUBERT_BASE"),

@@ -38,6 +38,7 @@ def test_chapter_without_speech_commands_says_how_to_get_it(tmp_path, monkeypatc
                                    cwd=str(CHAPTER.parent), execution_timeout=300,
                                    progress_bar=False,
                                    parameters={"DATASET": "speechcommands", "SIZE": "tiny",
+                                               "DATA_OPTIONS": {"parts": "per_speaker"},
                                                "EPOCHS": 1, "SEED": 0})
     assert failure.value.ename == "FileNotFoundError", (
         f"expected speechul's FileNotFoundError, got {failure.value.ename}: "
@@ -54,3 +55,24 @@ def test_chapter_without_speech_commands_says_how_to_get_it(tmp_path, monkeypatc
     trace = ANSI.sub("", "\n".join(error["traceback"]))
     assert "torchaudio" not in trace, "raised by speechul before torchaudio was asked for files"
     assert "speechul/datasets.py" in trace
+
+
+@pytest.mark.book
+def test_chapter_refuses_a_setting_it_cannot_run_at_its_top(tmp_path):
+    """A keyword chapter on a speaker-only corpus stops in the cell after its parameters, with
+    what to use instead, before any data is looked for."""
+    source, executed = tmp_path / "chapter.ipynb", tmp_path / "chapter-out.ipynb"
+    jupytext.write(jupytext.read(CHAPTER), source)
+    with pytest.raises(papermill.PapermillExecutionError) as failure:
+        papermill.execute_notebook(str(source), str(executed), kernel_name="python3",
+                                   cwd=str(CHAPTER.parent), execution_timeout=300,
+                                   progress_bar=False, parameters={"DATASET": "librispeech"})
+    assert failure.value.ename == "SettingRefused"
+    assert "DATASET='speechcommands'" in failure.value.evalue
+    nb = papermill.iorw.load_notebook_node(str(executed))
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    failed = [i for i, c in enumerate(code) if any(o.get("output_type") == "error"
+                                                   for o in c.get("outputs", []))]
+    at = next(i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", []))
+    injected = int("injected-parameters" in code[at + 1].metadata.get("tags", []))
+    assert failed == [at + 1 + injected], "the cell right after the parameters refuses it"
