@@ -3,7 +3,7 @@
 The Colab flow for Speech Commands: an EMPTY cache, the corpus downloaded from a (local, fake)
 server as ``su.data.load(..., download=True)`` fetches it (checked, extracted, archive deleted),
 then chapters 2 to 6 executed by papermill with ``book/params/speechcommands.yaml`` at tiny sizes
-(the file skips chapter 4 until its code passes DATA_OPTIONS). The speaker-task flow: chapter 10
+(chapter 4 with both tasks on per-speaker parts). The speaker-task flow: chapter 10
 with ``book/params/librispeech.yaml`` (``TASK = "speaker"``) on a LibriSpeech tree.
 
 The trees are tones in the real layouts, not speech, so the chapters' claims (statements about
@@ -41,10 +41,11 @@ CLIPS = 2  # per speaker and word: each speaker has clips in every per-speaker p
 TINY = {"SIZE": "tiny", "EPOCHS": 3, "SEEDS": [0], "SEED": 0, "N_VOICES": 2,
         "METHODS": ["finetune", "ssd"], "N_PERMUTATIONS": 100, "FRACTIONS": [0.1]}
 # 03_methods is left out for time (it runs every method on two requests: 2.5 min of CI alone on
-# a busy 2-core machine; its setting is that of 03_forgetting, which runs); the file skips 04.
+# a busy 2-core machine; its setting is that of 03_forgetting, which runs).
 PER_SPEAKER = {"version": "v0.01", "words": "superb", "parts": "per_speaker"}
 SC_CHAPTERS = ["02", "03_forgetting", "04", "05", "06"]
-RUNS = ["02_training", "03_forgetting", "05_class_unlearning", "06_forget_me"]
+RUNS = ["02_training", "03_forgetting", "04_sample_unlearning", "05_class_unlearning",
+        "06_forget_me"]
 
 
 def make_speech_commands(root: Path) -> Path:
@@ -134,12 +135,6 @@ def test_colab_flow_runs_chapters_2_to_6_with_speechcommands_yaml(colab_run, ste
     outcome = colab_run[stem]
     assert outcome.status == "ok", f"{stem} failed: {outcome.error}\n{outcome.notebook}"
     assert outcome.parameters["DATASET"] == "speechcommands"
-
-
-@pytest.mark.book
-def test_the_file_skips_what_cannot_run_yet(colab_run):
-    assert colab_run["04_sample_unlearning"].status == "skipped"
-    assert "DATA_OPTIONS" in colab_run["04_sample_unlearning"].error
 
 
 @pytest.mark.book
