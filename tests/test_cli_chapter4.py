@@ -99,7 +99,7 @@ def test_rerun_resumes_without_new_runs(shell_summary, cache_path):
     (["grid", "--hparams", '{"scrub": {"epoch": 3}}'], "has no hyper-parameter ['epoch']"),
     (["grid", "--hparams", '{"scrub": {"lr": -1}}'], "lr must be positive"),
     (["grid", "--hparams", '{"scrub": {"max_steps": 5}}'],
-     "scrub: max_steps must be an int in [0, epochs=2]"),
+     "scrub: max_steps must be an int in [0, epochs=3]"),
     (["grid", "--epochs", "0"], "must be positive"),
     (["grid", "--threads", "0"], "expected a positive integer"),
     (["grid", "--processes", "-1"], "expected a positive integer"),

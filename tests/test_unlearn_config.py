@@ -32,9 +32,9 @@ def test_config_rejects_what_run_rejects():
 def test_value_checks_run_before_anything_trains(monkeypatch):
     """A method's own value check (register(check=...)) runs in config(), so a grid refuses
     scrub's max_steps above its epochs before the originals and Retrains train."""
-    with pytest.raises(ValueError, match=r"scrub: max_steps must be an int in \[0, epochs=2\]"):
-        unlearn.config("scrub", max_steps=3)
-    assert unlearn.config("scrub", max_steps=3, epochs=3).max_steps == 3
+    with pytest.raises(ValueError, match=r"scrub: max_steps must be an int in \[0, epochs=3\]"):
+        unlearn.config("scrub", max_steps=4)
+    assert unlearn.config("scrub", max_steps=4, epochs=4).max_steps == 4
     monkeypatch.setitem(unlearn.METHODS, "mine", None)  # removed again after the test
     seen = []
 
