@@ -112,8 +112,7 @@ def optimizer(model: nn.Module, lr: float, steps: int, kind: str = "adam",
         opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9,
                                                      weight_decay=5e-4)
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-    if kind != "adam":
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {kind!r}")
+    check_optimizer(kind)
     opt = torch.optim.Adam(params, lr=lr)
     return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
 
