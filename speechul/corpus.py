@@ -117,6 +117,17 @@ class Corpus:
         """Class names of ``task`` (``"keyword"`` or ``"speaker"``)."""
         return self.source.names[task]
 
+    def in_every_part(self, task: str) -> tuple[str, ...]:
+        """The classes of ``task`` with clips in every part, in class order: the ones a class
+        request can forget and measure (training clips to forget, validation and test clips to
+        score). Names starting with ``_`` (silence, unknown) are left out."""
+        labels = self.labels[task].cpu()
+        names = self.names(task)
+        counts = torch.bincount(labels * len(PARTS) + self.part.cpu(),
+                                minlength=len(names) * len(PARTS)).view(len(names), len(PARTS))
+        full = (counts > 0).all(dim=1).tolist()
+        return tuple(n for n, ok in zip(names, full, strict=True) if ok and not n.startswith("_"))
+
     def indices(self, part: str) -> torch.Tensor:
         """Corpus indices of ``"train"``, ``"val"`` or ``"test"`` clips."""
         if part not in PARTS:

@@ -51,9 +51,10 @@ def predict(model: nn.Module, x: torch.Tensor, chunk: int | None = None) -> torc
     """Logits (N, C) of inputs x (N, ...) in eval mode, without gradients, ``chunk`` at a time.
 
     Chunking bounds memory on large corpora and, on a CPU, is faster (``eval_chunk``); the
-    result is float32 on the model's device.
+    result is float32 on the model's device (the inputs' for a model without parameters, such
+    as a frozen embedding's ``Flatten``).
     """
-    device = next(model.parameters()).device
+    device = next(model.parameters(), x).device
     chunk = chunk or eval_chunk(device)
     with _eval_mode(model):
         parts = [model(x[i : i + chunk].to(device)).float() for i in range(0, len(x), chunk)]

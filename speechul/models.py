@@ -125,6 +125,14 @@ class EmbeddingHead(nn.Module):
                 "the encoder's embedding width (su.chapter_setting does both from ARCH)")
         return flat
 
+    def split(self, k: int) -> tuple[nn.Module, nn.Sequential]:
+        """(trunk, top) for ``eu_k``: the frozen embedding and the linear layer, the only layer
+        there is (so ``k`` must be 1, and EU-k retrains the whole head: exact unlearning of a
+        head is as cheap as retraining it)."""
+        if k != 1:
+            raise ValueError(f"a linear head has one layer to retrain: k must be 1, got {k!r}")
+        return nn.Flatten(1), nn.Sequential(self.dropout, self.head)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.embed(x)))
 

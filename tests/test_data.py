@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import shutil
 from pathlib import Path
@@ -149,3 +150,16 @@ def test_a_loader_without_the_grid_arguments_is_named(monkeypatch):
     monkeypatch.setitem(data.LOADERS, "mine", mine)
     with pytest.raises(ValueError, match=r"'mine': its loader takes no \['size'\]"):
         data.load("mine", size="tiny")
+
+
+def test_in_every_part_lists_the_classes_a_request_can_forget_and_score():
+    corpus = data.load("embedded", size="tiny", device="cpu")
+    voices = corpus.with_task("speaker")
+    assert voices.in_every_part("speaker") == voices.names("speaker")  # the corpus is balanced
+    first = voices.names("speaker")[0]
+    gone = voices.speaker.eq(0) & voices.part.eq(2)  # the first speaker's test clips
+    labels = {**voices.labels, "part": torch.where(gone, 1, voices.part)}
+    moved = dataclasses.replace(voices, labels=labels)
+    assert first not in moved.in_every_part("speaker")
+    assert moved.in_every_part("speaker") == voices.names("speaker")[1:]
+    assert all(not n.startswith("_") for n in corpus.in_every_part("keyword"))

@@ -123,6 +123,33 @@ def test_a_setting_with_encoder_features_trains_a_head(tmp_path):
     assert isinstance(trained.model, models.EmbeddingHead)
 
 
+
+def test_every_method_unlearns_a_head_on_embeddings(tmp_path):
+    """ARCH="wav2vec2"/"hubert" train a linear head: every registered method runs on it, leaves
+    the original alone and returns a different head; EU-k retrains the whole head (its one
+    layer), so its top is re-initialised, and a deeper cut is refused."""
+    import speechul.unlearn as unlearn
+
+    corpus = data.load("embedded", size="tiny", device="cpu",
+                       features={"kind": "encoder", "encoder": "tiny"})
+    recipe = train.TrainConfig(arch="head", width=32, epochs=2)
+    original = train.original(corpus, recipe, use_cache=False)
+    before = original.model.head.weight.detach().clone()
+    split = data.forget_split(corpus, "sample", fraction=0.1, seed=0)
+    for method in unlearn.METHODS:
+        out = unlearn.run(method, original, split, seed=0).model
+        assert torch.equal(original.model.head.weight, before), f"{method} edited the original"
+        assert not torch.equal(out.head.weight, before), f"{method} left the head unchanged"
+    head = original.model
+    trunk, top = head.split(1)
+    x = corpus.x[:4]
+    with torch.no_grad():
+        assert torch.equal(top.eval()(trunk(x)), head.eval()(x)), "top(trunk(x)) is the head"
+    assert top[-1] is head.head, "the top shares the head's layer: training it trains the model"
+    with pytest.raises(ValueError, match="k must be 1"):
+        head.split(2)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (the real encoder path)")
 @pytest.mark.parametrize("bundle", ["WAV2VEC2_BASE", "HUBERT_BASE"])

@@ -372,7 +372,8 @@ def eu_k(model: nn.Module, forget: Batches, retain: Batches, *, k: int = 1, epoc
     Goel et al. (2022), "EU-k". The trunk below stays frozen and sees each retained clip once:
     its outputs (N, C, F', T') are cached, so each epoch costs only the top's share of a step.
     What the frozen trunk memorised of the forget clips stays in it, which a membership attack
-    can still find. Needs a model with ``split(k)`` (:class:`~speechul.models.SmallCNN`).
+    can still find. Needs a model with ``split(k)``: :class:`~speechul.models.SmallCNN`, or
+    :class:`~speechul.models.EmbeddingHead` (k = 1: the whole head, so EU-k is exact there).
     Args: k stages from the top (1 = the last block); epochs over retain; lr.
     """
     if not callable(getattr(model, "split", None)):
