@@ -156,6 +156,15 @@ MUTATIONS = (
     Mutation("relearning measures the taught clips too", "speechul/audits.py",
              "taught, held = order[:n_relearn], order[n_relearn:]",
              "taught, held = order[:n_relearn], order", AUDITS),
+    # ---- the encoder path and the chapters' choice of a forgettable speaker
+    Mutation("a head's EU-k top is a copy", "speechul/models.py",
+             "return nn.Flatten(1), nn.Sequential(self.dropout, self.head)",
+             "return nn.Flatten(1), nn.Sequential(self.dropout, nn.Linear(\n"
+             "            self.head.in_features, self.head.out_features))",
+             ("tests/test_encoder_features.py",)),
+    Mutation("in every part = in some part", "speechul/corpus.py",
+             "full = (counts > 0).all(dim=1).tolist()", "full = (counts > 0).any(dim=1).tolist()",
+             ("tests/test_data.py",)),
 )
 
 
