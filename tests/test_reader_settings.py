@@ -39,7 +39,7 @@ PARAMS = ROOT / "book" / "params"
 SPEAKERS = tuple(f"{i:x}a1b2c3d" for i in range(6))  # two in the official val / test lists
 CLIPS = 2  # per speaker and word: each speaker has clips in every per-speaker part
 # On top of each chapter's CI profile, fewer epochs and draws: the tones are learned at once, and
-# this is about running. 03_methods runs every method on two requests, so it keeps two methods.
+# this is about running (03_methods, which has no METHODS, runs them all on the tiny tree).
 TINY = {"SIZE": "tiny", "EPOCHS": 3, "SEEDS": [0], "SEED": 0, "N_VOICES": 2,
         "METHODS": ["finetune", "ssd"], "N_PERMUTATIONS": 100, "FRACTIONS": [0.1],
         "TUNING_SEEDS": [100], "TABLE_SEEDS": [0], "RELEARN_CLIPS": 2}
